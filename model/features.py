@@ -1,0 +1,137 @@
+"""Log-mel front end shared by training, export and serving.
+
+One definition of the features: the named constants below are the defaults of
+:class:`FeatureConfig`, whose values travel inside every checkpoint and every
+exported ONNX file, so the service computes exactly what the network was trained
+on. The maths follows librosa's definitions (``librosa.filters.mel`` with Slaney
+normalisation, a periodic Hann window zero-padded to ``n_fft`` and centred
+frames zero-padded at both ends, librosa's default since 0.10) but runs on numpy/scipy alone, batched, and imports no
+torch. ``tests/test_features.py`` checks it against
+``librosa.feature.melspectrogram``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import scipy.fft
+
+SAMPLE_RATE = 16_000
+N_FFT = 512
+WIN_LENGTH = 400  # 25 ms at 16 kHz
+HOP_LENGTH = 160  # 10 ms at 16 kHz: one network time step per frame
+N_MELS = 40
+F_MIN = 20.0
+F_MAX = 8_000.0
+LOG_FLOOR = 1e-6  # added to the mel power before the log, so silence stays finite
+CLIP_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """Everything that defines the network's input; stored in checkpoints and ONNX metadata."""
+
+    sample_rate: int = SAMPLE_RATE
+    n_fft: int = N_FFT
+    win_length: int = WIN_LENGTH
+    hop_length: int = HOP_LENGTH
+    n_mels: int = N_MELS
+    f_min: float = F_MIN
+    f_max: float = F_MAX
+    log_floor: float = LOG_FLOOR
+    clip_seconds: float = CLIP_SECONDS
+
+    def __post_init__(self) -> None:
+        if self.win_length > self.n_fft:
+            raise ValueError(f"win_length {self.win_length} exceeds n_fft {self.n_fft}")
+        if not 0 <= self.f_min < self.f_max <= self.sample_rate / 2:
+            raise ValueError(f"need 0 <= f_min < f_max <= sample_rate/2, got {self.f_min}, {self.f_max}")
+
+    @property
+    def clip_samples(self) -> int:
+        return int(round(self.clip_seconds * self.sample_rate))
+
+    @property
+    def num_frames(self) -> int:
+        """Frames (network time steps) of one clip: centred framing gives 1 + samples // hop."""
+        return 1 + self.clip_samples // self.hop_length
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "FeatureConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"unknown feature parameters: {sorted(unknown)}")
+        return cls(**values)
+
+
+@functools.lru_cache(maxsize=8)
+def _analysis_tables(config: FeatureConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Window (n_fft,) and mel filterbank (n_mels, 1 + n_fft // 2), float32, librosa's definitions."""
+    import librosa  # imported lazily: only the tables need it, and its import is slow
+
+    window = librosa.filters.get_window("hann", config.win_length, fftbins=True)
+    window = librosa.util.pad_center(window, size=config.n_fft).astype(np.float32)
+    mel_basis = librosa.filters.mel(
+        sr=config.sample_rate,
+        n_fft=config.n_fft,
+        n_mels=config.n_mels,
+        fmin=config.f_min,
+        fmax=config.f_max,
+        htk=False,
+        norm="slaney",
+        dtype=np.float32,
+    )
+    return window, mel_basis
+
+
+def fit_to_clip(waveform: np.ndarray, config: FeatureConfig, offset: int | None = None) -> np.ndarray:
+    """Crop or zero-pad a mono waveform to exactly one clip.
+
+    Longer inputs are cropped at ``offset`` (default: centred); shorter ones are
+    padded symmetrically, which keeps the word where a 1-s recording puts it.
+    """
+    target = config.clip_samples
+    waveform = np.asarray(waveform, dtype=np.float32)
+    if waveform.ndim != 1:
+        raise ValueError(f"expected a mono waveform, got shape {waveform.shape}")
+    excess = waveform.shape[0] - target
+    if excess > 0:
+        start = excess // 2 if offset is None else int(np.clip(offset, 0, excess))
+        return waveform[start : start + target]
+    if excess < 0:
+        before = -excess // 2
+        return np.pad(waveform, (before, -excess - before))
+    return waveform
+
+
+def log_mel(waveforms: np.ndarray, config: FeatureConfig) -> np.ndarray:
+    """Log-mel power spectrogram.
+
+    Args:
+        waveforms: ``(samples,)`` or ``(batch, samples)`` float audio at ``config.sample_rate``.
+    Returns:
+        float32 ``(n_mels, frames)`` or ``(batch, n_mels, frames)``: ``log(mel_power + log_floor)``.
+    """
+    waveforms = np.asarray(waveforms, dtype=np.float32)
+    single = waveforms.ndim == 1
+    batch = waveforms[None] if single else waveforms
+    if batch.ndim != 2:
+        raise ValueError(f"expected (samples,) or (batch, samples), got shape {waveforms.shape}")
+    window, mel_basis = _analysis_tables(config)
+    pad = config.n_fft // 2
+    padded = np.pad(batch, ((0, 0), (pad, pad)))  # librosa >= 0.10 centres with zeros
+    frames = np.lib.stride_tricks.sliding_window_view(padded, config.n_fft, axis=1)[:, :: config.hop_length]
+    # scipy's pocketfft is ~10x faster than numpy's on batched float32 frames
+    spectrum = scipy.fft.rfft(frames * window, n=config.n_fft, axis=-1)
+    power = spectrum.real.astype(np.float32) ** 2 + spectrum.imag.astype(np.float32) ** 2
+    mel = np.matmul(power, mel_basis.T).transpose(0, 2, 1)
+    features = np.log(mel + np.float32(config.log_floor))
+    return features[0] if single else features

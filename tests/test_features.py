@@ -1,0 +1,56 @@
+import subprocess
+import sys
+
+import librosa
+import numpy as np
+import pytest
+
+from model.features import FeatureConfig, fit_to_clip, log_mel
+
+
+@pytest.mark.parametrize("config", [FeatureConfig(), FeatureConfig(sample_rate=8000, n_fft=256, win_length=200, hop_length=80, f_max=4000.0, n_mels=32)])
+def test_log_mel_matches_librosa(config):
+    rng = np.random.default_rng(0)
+    t = np.arange(config.clip_samples) / config.sample_rate
+    audio = (0.3 * np.sin(2 * np.pi * 440 * t) + 0.05 * rng.standard_normal(len(t))).astype(np.float32)
+    reference = librosa.feature.melspectrogram(
+        y=audio, sr=config.sample_rate, n_fft=config.n_fft, win_length=config.win_length,
+        hop_length=config.hop_length, n_mels=config.n_mels, fmin=config.f_min, fmax=config.f_max, power=2.0,
+    )
+    ours = log_mel(audio, config)
+    assert ours.shape == (config.n_mels, config.num_frames)
+    np.testing.assert_allclose(ours, np.log(reference + config.log_floor), atol=1e-4)
+
+
+def test_batch_equals_single_clips():
+    config = FeatureConfig()
+    batch = np.random.default_rng(1).standard_normal((3, config.clip_samples)).astype(np.float32)
+    stacked = np.stack([log_mel(clip, config) for clip in batch])
+    np.testing.assert_allclose(log_mel(batch, config), stacked, rtol=1e-5, atol=1e-5)
+
+
+def test_silence_stays_finite_at_the_log_floor():
+    config = FeatureConfig()
+    features = log_mel(np.zeros(config.clip_samples, np.float32), config)
+    assert np.all(np.isfinite(features))
+    np.testing.assert_allclose(features, np.log(config.log_floor), rtol=1e-6)
+
+
+def test_fit_to_clip_crops_centre_and_pads_symmetrically():
+    config = FeatureConfig(sample_rate=10, clip_seconds=1.0, n_fft=4, win_length=4, hop_length=2, f_min=0.0, f_max=5.0)
+    np.testing.assert_array_equal(fit_to_clip(np.arange(14), config), np.arange(2, 12))
+    np.testing.assert_array_equal(fit_to_clip(np.ones(6), config), [0, 0, 1, 1, 1, 1, 1, 1, 0, 0])
+
+
+def test_config_round_trip_and_rejects_unknown_keys():
+    config = FeatureConfig(n_mels=64)
+    assert FeatureConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ValueError, match="unknown feature parameters"):
+        FeatureConfig.from_dict({**config.to_dict(), "n_mfcc": 13})
+    with pytest.raises(ValueError):
+        FeatureConfig(win_length=1024, n_fft=512)
+
+
+def test_feature_module_imports_without_torch():
+    code = "import sys, model.features; assert 'torch' not in sys.modules, 'features pulled in torch'"
+    subprocess.run([sys.executable, "-c", code], check=True)
