@@ -35,6 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="override one config value, e.g. train.epochs=10 (repeatable)")
     parser.add_argument("--out", type=Path, help="run folder (default: runs/<name>)")
     parser.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
+    parser.add_argument("--stop-after", type=int, metavar="N",
+                        help="stop after N epochs of this invocation (time-boxed jobs); continue later with --resume")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
     return parser
 
@@ -51,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
 
     out = args.out or Path("runs") / config.name
     try:
-        fit(config, out, resume=args.resume, progress=not args.no_progress and sys.stderr.isatty())
+        fit(config, out, resume=args.resume, progress=not args.no_progress and sys.stderr.isatty(),
+            stop_after=args.stop_after)
     except DatasetMissingError as error:
         print(f"kws-train: {error}", file=sys.stderr)
         return 2

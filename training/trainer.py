@@ -208,6 +208,7 @@ def fit(
     progress: bool = True,
     dataset: Dataset | None = None,
     log: Callable[[str], None] = print,
+    stop_after: int | None = None,
 ) -> dict[str, Any]:
     """Train, keep the best epoch (discretised validation accuracy), write checkpoints, metrics and plots."""
     out_dir = Path(out_dir)
@@ -238,6 +239,10 @@ def fit(
     last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
     if resume and last_path.exists():
         state = load_checkpoint(last_path).raw
+        saved_config = ExperimentConfig.from_dict(state["training"]["config"])
+        if saved_config != config:
+            log("resuming with the configuration stored in last.pt (the one given differs)")
+            config, train_cfg = saved_config, saved_config.train
         model.load_state_dict(state["state_dict"])
         for optimizer, saved in zip(optimizers, state["resume"]["optimizers"]):
             optimizer.load_state_dict(saved)
@@ -269,7 +274,8 @@ def fit(
             snapshots["epoch_0"] = kernel_snapshot(model, train_cfg.kernel_snapshot_neurons)
 
     started = time.perf_counter()
-    for epoch in range(start_epoch, train_cfg.epochs):
+    end_epoch = train_cfg.epochs if stop_after is None else min(train_cfg.epochs, start_epoch + stop_after)
+    for epoch in range(start_epoch, end_epoch):
         epoch_start = time.perf_counter()
         sigma = sigma_schedule(epoch, sigma_init, train_cfg.sigma_final, decay_epochs)
         model.set_sigma(sigma)
@@ -350,7 +356,9 @@ def fit(
             torch.distributed.barrier()
 
     summary: dict[str, Any] = {}
-    if dist.is_main:
+    if dist.is_main and end_epoch < train_cfg.epochs:
+        log(f"stopped after epoch {end_epoch} of {train_cfg.epochs}; continue with --resume")
+    elif dist.is_main:
         summary = finalise(config, dataset, out_dir, history, best, device, log)
         if learned and snapshots:
             np.savez(out_dir / "kernel_snapshots.npz", **snapshots)

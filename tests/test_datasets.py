@@ -1,0 +1,112 @@
+import numpy as np
+import pytest
+import soundfile
+
+from model.features import FeatureConfig
+from tests.spike_files import write_shd_file
+from training.config import AugmentConfig, DataConfig
+from training.datasets import (
+    KWS10_LABELS, SILENCE, UNKNOWN, DatasetMissingError, bin_spikes, gsc_file_splits, load_dataset,
+)
+
+
+def test_spike_binning_follows_the_paper_700_to_140_and_10_ms(tmp_path):
+    data = DataConfig(task="shd", spike_bin_ms=10.0, spike_channel_bins=5, spike_duration_s=0.1)
+    frame = bin_spikes(np.array([0.0, 0.0051, 0.0099, 0.0101, 0.095, 0.2]), np.array([0, 4, 5, 699, 7, 3]), data)
+    assert frame.shape == (140, 10)
+    assert frame[0, 0] == 2  # units 0 and 4 share channel 0 in bin 0
+    assert frame[1, 0] == 1 and frame[139, 1] == 1 and frame[1, 9] == 1
+    assert frame.sum() == 5  # the spike at 200 ms lies past the 100 ms window
+
+
+def test_shd_loader_reads_the_published_hdf5_layout(tmp_path):
+    written = write_shd_file(tmp_path / "shd_train.h5", samples=40, classes=4)
+    write_shd_file(tmp_path / "shd_test.h5", samples=12, classes=4, seed=1)
+    data = DataConfig(task="shd", root=str(tmp_path), spike_duration_s=0.6)
+    dataset = load_dataset(data, FeatureConfig())
+    assert dataset.labels == ("0", "1", "2", "3") and dataset.input_size == 140
+    assert len(dataset.train) == 36 and len(dataset.validation) == 4 and len(dataset.test) == 12
+    inputs = dataset.train.batch_inputs(np.arange(len(dataset.train)))
+    assert inputs.shape == (36, 140, 60)
+    assert inputs.sum() == pytest.approx(36 * 60)  # every spike inside the window is counted once
+    times, units, label = written[0]
+    reference = bin_spikes(times, units, data)
+    assert any(np.array_equal(reference, x) for x in inputs) or any(
+        np.array_equal(reference, x) for x in dataset.validation.batch_inputs(np.arange(4)))
+
+
+def test_ssc_uses_its_own_validation_file(tmp_path):
+    for split, n in (("train", 20), ("valid", 8), ("test", 6)):
+        write_shd_file(tmp_path / f"ssc_{split}.h5", samples=n, classes=2)
+    dataset = load_dataset(DataConfig(task="ssc", root=str(tmp_path)), FeatureConfig())
+    assert (len(dataset.train), len(dataset.validation), len(dataset.test)) == (20, 8, 6)
+
+
+def test_missing_files_raise_a_clear_error(tmp_path):
+    with pytest.raises(DatasetMissingError, match="shd_train.h5"):
+        load_dataset(DataConfig(task="shd", root=str(tmp_path)), FeatureConfig())
+    with pytest.raises(DatasetMissingError, match="Speech Commands"):
+        load_dataset(DataConfig(task="kws10", root=str(tmp_path / "nowhere")), FeatureConfig())
+
+
+def _write_standard_gsc(root, rate=16000):
+    """A miniature Speech Commands v0.02 folder: word folders, list files, background noise."""
+    rng = np.random.default_rng(0)
+    words = ["yes", "no", "cat", "tree"]
+    lines = {"validation": [], "testing": []}
+    for w, word in enumerate(words):
+        (root / word).mkdir(parents=True)
+        for s in range(5):
+            name = f"{word}/{s:08x}_nohash_0.wav"
+            soundfile.write(root / name, 0.1 * rng.standard_normal(rate // 2).astype(np.float32), rate)
+            if s == 3:
+                lines["validation"].append(name)
+            elif s == 4:
+                lines["testing"].append(name)
+    (root / "validation_list.txt").write_text("\n".join(lines["validation"]) + "\n")
+    (root / "testing_list.txt").write_text("\n".join(lines["testing"]) + "\n")
+    (root / "_background_noise_").mkdir()
+    soundfile.write(root / "_background_noise_" / "white.wav", 0.05 * rng.standard_normal(rate * 5).astype(np.float32), rate)
+
+
+def test_standard_gsc_layout_with_list_files(tmp_path):
+    _write_standard_gsc(tmp_path)
+    splits = gsc_file_splits(tmp_path)
+    assert len(splits["training"]) == 12 and len(splits["validation"]) == 4 and len(splits["testing"]) == 4
+    dataset = load_dataset(DataConfig(task="kws10", root=str(tmp_path)), FeatureConfig())
+    assert dataset.labels == KWS10_LABELS
+    names = dict(zip(dataset.train.names, dataset.train.labels))
+    assert names["yes/00000000_nohash_0.wav"] == KWS10_LABELS.index("yes")
+    assert names["cat/00000000_nohash_0.wav"] == KWS10_LABELS.index(UNKNOWN)
+    assert dataset.train.silence_per_epoch == 1  # 10 % of 12 clips
+    rng = np.random.default_rng(0)
+    order = dataset.train.epoch_order(rng)
+    assert len(order) == 13
+    labels = dataset.train.batch_labels(order)
+    assert (labels == KWS10_LABELS.index(SILENCE)).sum() == 1
+    inputs = dataset.train.batch_inputs(order, rng, AugmentConfig())
+    assert inputs.shape == (13, 40, 101) and np.isfinite(inputs).all()
+    gsc35 = load_dataset(DataConfig(task="gsc35", root=str(tmp_path)), FeatureConfig())
+    assert gsc35.labels == ("cat", "no", "tree", "yes") and gsc35.train.silence_per_epoch == 0
+
+
+@pytest.mark.data
+def test_shared_gsc_kws10_is_speaker_disjoint(data_dir):
+    dataset = load_dataset(DataConfig(task="kws10", root=str(data_dir / "gsc"), test_fraction=0.5), FeatureConfig())
+    speakers = {split: {n.split("/")[-1].split("_nohash_")[0] for n in clips.names if "_nohash_" in n}
+                for split, clips in (("train", dataset.train), ("validation", dataset.validation), ("test", dataset.test))}
+    assert not speakers["train"] & speakers["validation"]
+    assert not speakers["validation"] & speakers["test"] and not speakers["train"] & speakers["test"]
+    assert len(dataset.train) == 7906
+    counts = np.bincount(dataset.train.labels, minlength=10)
+    assert counts[KWS10_LABELS.index("yes")] == 790 and counts[KWS10_LABELS.index(UNKNOWN)] > 1000
+    assert (dataset.validation.labels == KWS10_LABELS.index(SILENCE)).sum() > 0
+
+
+@pytest.mark.data
+def test_shared_fsdd_official_split(data_dir):
+    features = FeatureConfig(sample_rate=8000, n_fft=256, win_length=200, hop_length=80, f_max=4000.0)
+    dataset = load_dataset(DataConfig(task="fsdd", root=str(data_dir / "fsdd")), features)
+    assert (len(dataset.train), len(dataset.validation), len(dataset.test)) == (2400, 300, 300)
+    assert all(int(n.split("_")[-1].split(".")[0]) < 5 for n in dataset.test.names)
+    assert dataset.train.batch_inputs(np.arange(4)).shape == (4, 40, 101)
