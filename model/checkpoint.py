@@ -17,6 +17,7 @@ A checkpoint is a plain dict of tensors, numbers and strings, so it loads with
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,7 +76,10 @@ def save_checkpoint(
 
 
 def load_checkpoint(path: str | Path, map_location: str = "cpu") -> LoadedCheckpoint:
-    raw = torch.load(Path(path), map_location=map_location, weights_only=True)
+    try:
+        raw = torch.load(Path(path), map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as error:
+        raise ValueError(f"{path} is not a readable checkpoint: {str(error).splitlines()[0]}") from error
     if not isinstance(raw, dict) or raw.get("kind") != CHECKPOINT_KIND:
         raise ValueError(f"{path} is not a delay-SNN checkpoint")
     version = raw.get("format_version")
