@@ -142,7 +142,37 @@ def event_driven_currents(b: GraphBuilder, spikes: str, layer: FrozenLayer, step
     return b.op("Add", [current, b.const(layer.bias, "bias")], "currents")
 
 
-def build_onnx(network: FrozenNetwork, metadata: dict[str, str] | None = None) -> onnx.ModelProto:
+def conv_currents(b: GraphBuilder, x: str, layer: FrozenLayer) -> str:
+    """Time-major input → currents through the dense integer-delay Conv (the first layer's form, for any layer)."""
+    return dense_input_currents(b, b.op("Transpose", [x], "batch_major", perm=[1, 2, 0]), layer)
+
+
+def shift_matmul_currents(b: GraphBuilder, x: str, layer: FrozenLayer, steps: str) -> str:
+    """One masked MatMul per integer delay on the input shifted by that delay, summed."""
+    horizon = int(layer.delay.max())
+    padded = b.op("Pad", [x, b.const(np.array([horizon, 0, 0, 0, 0, 0], np.int64), "pads")], "padded")
+    total = None
+    for d, matrix in layer.delay_matrices().items():
+        start = b.const(np.array([horizon - d], np.int64), "start")
+        shifted = b.op("Slice", [padded, start, b.op("Add", [start, steps]), b.const(np.array([0], np.int64), "axis")])
+        term = b.op("MatMul", [shifted, b.const(matrix, f"w_delay{d}")])
+        total = term if total is None else b.op("Add", [total, term])
+    return b.op("Add", [total, b.const(layer.bias, "bias")], "currents")
+
+
+def fully_connected_currents(b: GraphBuilder, x: str, layer: FrozenLayer) -> str:
+    """The same layer with every delay 0: a plain MatMul (the cost floor delays are measured against)."""
+    matrix = layer.weight.sum(axis=2).T.astype(np.float32)
+    return b.op("Add", [b.op("MatMul", [x, b.const(matrix, "w")]), b.const(layer.bias, "bias")], "currents")
+
+
+FORMULATIONS = ("event", "conv", "shift", "fc")
+
+
+def build_onnx(network: FrozenNetwork, metadata: dict[str, str] | None = None, formulation: str = "event") -> onnx.ModelProto:
+    """The exported graph; ``formulation`` other than "event" exists for the benchmark's comparisons."""
+    if formulation not in FORMULATIONS:
+        raise ValueError(f"formulation must be one of {FORMULATIONS}")
     b = GraphBuilder()
     features = "features"
     shape = b.op("Shape", [features], "features_shape")
@@ -154,10 +184,17 @@ def build_onnx(network: FrozenNetwork, metadata: dict[str, str] | None = None) -
     for index, layer in enumerate(network.layers):
         zeros_shape = b.op("Concat", [batch, b.const(np.array([layer.out_features], np.int64), "width")], "v0_shape", axis=0)
         v0 = b.op("ConstantOfShape", [zeros_shape], "v0", value=helper.make_tensor("z", TensorProto.FLOAT, [1], [0.0]))
-        if index == 0:
+        if formulation == "fc":
+            time_major = x if index else b.op("Transpose", [features], "time_major", perm=[2, 0, 1])
+            current = fully_connected_currents(b, time_major, layer)
+        elif index == 0:
             current = dense_input_currents(b, features, layer)
-        else:
+        elif formulation == "event":
             current = event_driven_currents(b, x, layer, steps, batch)
+        elif formulation == "conv":
+            current = conv_currents(b, x, layer)
+        else:
+            current = shift_matmul_currents(b, x, layer, steps)
         x = neurons(b, current, layer, v0, f"layer{index}")
         if not layer.is_readout:
             counts.append(b.op("ReduceSum", [x, b.const(np.array([0, 2], np.int64), "axes")], "count", keepdims=0))

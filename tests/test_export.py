@@ -60,6 +60,16 @@ def test_onnx_graph_equals_the_pytorch_discretised_network(tmp_path, overrides):
     assert flips <= 1
 
 
+@pytest.mark.parametrize("formulation", ["conv", "shift"])
+def test_alternative_formulations_agree_with_the_exported_one(tmp_path, formulation):
+    checkpoint, _ = trained_like_checkpoint(tmp_path, kernel_count=2, fan_in=9)
+    network = freeze(checkpoint)
+    features = (np.random.default_rng(2).standard_normal((4, 12, 30)) * 2).astype(np.float32)
+    event = onnxruntime.InferenceSession(build_onnx(network).SerializeToString()).run(None, {"features": features})[0]
+    other = onnxruntime.InferenceSession(build_onnx(network, formulation=formulation).SerializeToString())
+    np.testing.assert_allclose(other.run(None, {"features": features})[0], event, atol=1e-4)
+
+
 def test_frozen_delays_and_folded_batch_norm(tmp_path):
     checkpoint, _ = trained_like_checkpoint(tmp_path, kernel_count=2)
     network = freeze(checkpoint)

@@ -1,0 +1,418 @@
+"""The FastAPI application: ``create_app(settings)``.
+
+Endpoints (API v1): ``POST /v1/recognize``, ``POST /v1/recognize/batch``, ``GET /v1/models``,
+``GET /v1/stats``, ``GET /healthz``, ``GET /readyz``, ``GET /metrics``. Errors are
+``{"error": {"code", "message"}}`` with a 4xx status that names the problem.
+"""
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from contextlib import asynccontextmanager
+from functools import partial
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import Depends, FastAPI, File, Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.audio import AudioLimits, decode_audio
+from service.batching import MicroBatcher, Overloaded
+from service.errors import ServiceError
+from service.inference import KeywordModel
+from service.settings import Settings
+from service.stats import ServiceStats
+
+logger = logging.getLogger("kws.service")
+access_logger = logging.getLogger("kws.access")
+MULTIPART_OVERHEAD = 64 * 1024
+
+
+# -- response schemas (they make /docs accurate) ---------------------------------------------
+
+
+class LabelScore(BaseModel):
+    label: str
+    score: float
+
+
+class AudioInfo(BaseModel):
+    duration_s: float
+    sample_rate: int
+    channels: int
+    format: str
+
+
+class Latency(BaseModel):
+    decode: float
+    features: float
+    queue: float
+    inference: float
+    total: float
+
+
+class ModelRef(BaseModel):
+    name: str
+    version: str
+
+
+class Recognition(BaseModel):
+    label: str = Field(description="top-1 label; `_unknown_` for words that are not keywords, `_silence_` for no speech")
+    score: float = Field(description="mean over time of the softmax of the readout potentials")
+    top_k: list[LabelScore]
+    audio: AudioInfo
+    latency_ms: Latency
+    model: ModelRef
+    window_start_s: float = Field(0.0, description="start of the scored window (clips longer than one window)")
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+class BatchItem(BaseModel):
+    filename: str | None = None
+    result: Recognition | None = None
+    error: ErrorDetail | None = None
+
+
+class BatchResponse(BaseModel):
+    results: list[BatchItem]
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": description}
+    for status, description in {
+        400: "empty or undecodable audio, non-finite samples",
+        413: "upload too large",
+        415: "not an audio file",
+        422: "bad parameters; audio too long, too short, or with an unsupported rate or channel count",
+        503: "overloaded (see Retry-After) or not ready",
+    }.items()
+}
+
+
+# -- middleware --------------------------------------------------------------------------------
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class RequestGuard:
+    """Request id, access log, and the body-size limit enforced while the body is read.
+
+    A declared Content-Length over the limit is refused before reading; a body without one
+    (chunked) is counted as it streams and refused as soon as it passes the limit.
+    """
+
+    def __init__(self, app: ASGIApp, limit_for_path, stats: ServiceStats) -> None:
+        self.app, self.limit_for_path, self.stats = app, limit_for_path, stats
+
+    @staticmethod
+    async def _discard_rest(receive: Receive, cap: int) -> None:
+        """Read (and drop) what the client is still sending, so it sees the 413 instead of a reset; bounded."""
+        discarded = 0
+        while discarded <= cap:
+            message = await receive()
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                return
+            discarded += len(message.get("body", b""))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        request_id = headers.get("x-request-id", "")[:64] or uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        started = time.perf_counter()
+        status_holder = {"status": 500, "started": False}
+        limit = self.limit_for_path(scope["path"])
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status_holder["status"], status_holder["started"] = message["status"], True
+                message.setdefault("headers", []).append((b"x-request-id", request_id.encode()))
+            await send(message)
+
+        received = 0
+
+        async def receive_wrapper() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if limit is not None and received > limit:
+                    scope["state"]["body_too_large"] = limit  # the app's error handlers answer 413 from this
+                    raise BodyTooLarge()
+            return message
+
+        try:
+            declared = headers.get("content-length")
+            if limit is not None and declared is not None and declared.isdigit() and int(declared) > limit:
+                raise BodyTooLarge()
+            await self.app(scope, receive_wrapper, send_wrapper)
+        except BodyTooLarge:
+            if status_holder["started"]:
+                raise
+            error = ServiceError(413, "upload_too_large", f"the request body exceeds the {limit} byte limit")
+            response = JSONResponse(error.body(), status_code=413, headers={"connection": "close"})
+            await response(scope, receive, send_wrapper)
+            await self._discard_rest(receive, cap=4 * (limit or 0))
+        finally:
+            elapsed = 1000 * (time.perf_counter() - started)
+            path = scope["path"]
+            if path.startswith("/v1/recognize"):
+                self.stats.record_request(path, status_holder["status"])
+            access_logger.info("%s %s %s %d %.1fms", request_id, scope["method"], path, status_holder["status"], elapsed,
+                               extra={"request_id": request_id, "status": status_holder["status"], "duration_ms": elapsed})
+
+
+# -- application --------------------------------------------------------------------------------
+
+
+class ServiceState:
+    """What the lifespan creates: the model, the batcher, statistics and readiness."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.stats = ServiceStats()
+        self.model: KeywordModel | None = None
+        self.batcher: MicroBatcher | None = None
+        self.ready = False
+        self.preprocess: Any = None
+
+    @property
+    def limits(self) -> AudioLimits:
+        assert self.model is not None
+        s = self.settings
+        return AudioLimits(self.model.features.sample_rate, s.min_audio_seconds, s.max_audio_seconds, s.max_channels)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    state = ServiceState(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        from concurrent.futures import ThreadPoolExecutor
+
+        state.model = KeywordModel.load(settings.model_path, settings.intra_op_threads, settings.inter_op_threads)
+        state.preprocess = ThreadPoolExecutor(settings.preprocess_threads, thread_name_prefix="preprocess")
+        state.batcher = MicroBatcher(state.model.run, settings.max_batch_size, settings.max_wait_ms, settings.max_queue)
+        state.batcher.start()
+        # Warm up in the background: /healthz answers at once, /readyz only once the pipeline is warm.
+        warming = asyncio.get_running_loop().create_task(warm_up(state), name="warm-up")
+        try:
+            yield
+        finally:
+            state.ready = False
+            warming.cancel()
+            await state.batcher.stop()
+            state.preprocess.shutdown(wait=True)
+
+    app = FastAPI(
+        title="Delay-SNN keyword recognition",
+        version="1.0.0",
+        description="Keyword spotting with a spiking neural network whose synaptic delays were learned (DCLS), "
+                    "served from a fixed-delay ONNX graph.",
+        lifespan=lifespan,
+    )
+    app.state.service = state
+
+    def body_limit(path: str) -> int | None:
+        if path == "/v1/recognize":
+            return settings.max_upload_bytes + MULTIPART_OVERHEAD
+        if path == "/v1/recognize/batch":
+            return settings.max_upload_bytes * settings.max_batch_files + MULTIPART_OVERHEAD
+        return MULTIPART_OVERHEAD
+
+    app.add_middleware(RequestGuard, limit_for_path=body_limit, stats=state.stats)
+    install_error_handlers(app)
+    add_routes(app, state)
+    return app
+
+
+async def warm_up(state: ServiceState) -> None:
+    """One pass through decode, features and the model, so the first client does not pay for lazy imports."""
+    import io
+
+    import soundfile
+
+    assert state.model is not None
+    rate = state.model.features.sample_rate
+    buffer = io.BytesIO()
+    soundfile.write(buffer, np.zeros(rate, dtype=np.float32), rate, format="WAV")
+    for _ in range(2):
+        await recognize_bytes(state, buffer.getvalue(), "audio/wav", top_k=1, record=False)
+    state.batcher.batch_sizes.clear()  # warm-up passes are not traffic
+    state.ready = True
+    logger.info("ready: model %s version %s from %s", state.model.name, state.model.version, state.settings.model_path)
+
+
+def body_too_large(request: Request) -> JSONResponse | None:
+    """413 when the guard stopped the body mid-stream (the body parser then fails with its own error)."""
+    limit = request.scope.get("state", {}).get("body_too_large")
+    if limit is None:
+        return None
+    error = ServiceError(413, "upload_too_large", f"the request body exceeds the {limit} byte limit")
+    return JSONResponse(error.body(), status_code=413, headers={"connection": "close"})
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ServiceError)
+    async def service_error(_: Request, error: ServiceError) -> JSONResponse:
+        return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
+        if (too_large := body_too_large(request)) is not None:
+            return too_large
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'] if p not in ('body', 'query'))}: {e['msg']}" for e in error.errors()
+        )
+        return JSONResponse(ServiceError(422, "invalid_request", problems or "invalid request").body(), status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        if (too_large := body_too_large(request)) is not None:
+            return too_large
+        codes = {404: "not_found", 405: "method_not_allowed", 400: "bad_request"}
+        return JSONResponse(ServiceError(error.status_code, codes.get(error.status_code, "http_error"), str(error.detail)).body(),
+                            status_code=error.status_code, headers=getattr(error, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, error: Exception) -> JSONResponse:
+        if (too_large := body_too_large(request)) is not None:
+            return too_large
+        logger.exception("unexpected error")
+        return JSONResponse(ServiceError(500, "internal_error", "internal error").body(), status_code=500)
+
+
+async def recognize_bytes(
+    state: ServiceState, data: bytes, content_type: str | None, top_k: int, record: bool = True
+) -> Recognition:
+    assert state.model is not None and state.batcher is not None
+    model = state.model
+    loop = asyncio.get_running_loop()
+    started = time.perf_counter()
+    with state.batcher.incoming():
+        audio = await loop.run_in_executor(state.preprocess, partial(decode_audio, data, state.limits, content_type))
+        decoded = time.perf_counter()
+        features = await loop.run_in_executor(state.preprocess, model.windows, audio.samples, state.settings.window_hop_seconds)
+        featured = time.perf_counter()
+    try:
+        result = await state.batcher.submit(features)
+    except Overloaded as error:
+        raise ServiceError(503, "overloaded", f"the service is at capacity: {error}", {"Retry-After": "1"}) from error
+    if record:
+        state.stats.record_batch(result.batch_size)
+    window = model.best_window(result.scores)
+    scores = result.scores[window]
+    order = np.argsort(scores)[::-1][:top_k]
+    total = 1000 * (time.perf_counter() - started)
+    latency = {"decode": 1000 * (decoded - started), "features": 1000 * (featured - decoded), "queue": result.queue_ms,
+               "inference": result.inference_ms, "total": total}
+    if record:
+        state.stats.record_latency(latency)
+    return Recognition(
+        label=model.labels[order[0]], score=float(scores[order[0]]),
+        top_k=[LabelScore(label=model.labels[i], score=float(scores[i])) for i in order],
+        audio=AudioInfo(duration_s=round(audio.duration_s, 4), sample_rate=audio.sample_rate, channels=audio.channels,
+                        format=audio.format),
+        latency_ms=Latency(**{k: round(v, 3) for k, v in latency.items()}),
+        model=ModelRef(name=model.name, version=model.version),
+        window_start_s=round(window * state.settings.window_hop_seconds, 3) if len(result.scores) > 1 else 0.0,
+    )
+
+
+def add_routes(app: FastAPI, state: ServiceState) -> None:
+    def ready_state() -> ServiceState:
+        if not state.ready or state.model is None:
+            raise ServiceError(503, "not_ready", "the model is loading or the service is shutting down", {"Retry-After": "1"})
+        return state
+
+    Ready = Annotated[ServiceState, Depends(ready_state)]
+
+    def top_k_param(top_k: Annotated[int, Query(ge=1, description="how many labels to return (1..number of labels)")] = 3) -> int:
+        if state.model is not None and top_k > len(state.model.labels):
+            raise ServiceError(422, "invalid_top_k", f"top_k must be between 1 and {len(state.model.labels)}, got {top_k}")
+        return top_k
+
+    TopK = Annotated[int, Depends(top_k_param)]
+
+    async def read_upload(upload: UploadFile) -> bytes:
+        data = await upload.read(state.settings.max_upload_bytes + 1)
+        if len(data) > state.settings.max_upload_bytes:
+            raise ServiceError(413, "upload_too_large", f"the file exceeds the {state.settings.max_upload_bytes} byte limit")
+        return data
+
+    @app.post("/v1/recognize", response_model=Recognition, responses=ERROR_RESPONSES, tags=["recognition"])
+    async def recognize(service: Ready, top_k: TopK,
+                        file: Annotated[UploadFile, File(description="audio: WAV, FLAC, OGG, MP3, WebM/Opus, M4A")]):
+        """Recognise the keyword in one uploaded clip (longer clips: the most confident window)."""
+        return await recognize_bytes(service, await read_upload(file), file.content_type, top_k)
+
+    @app.post("/v1/recognize/batch", response_model=BatchResponse, responses=ERROR_RESPONSES, tags=["recognition"])
+    async def recognize_batch(service: Ready, top_k: TopK,
+                              files: Annotated[list[UploadFile], File(description="several audio files")]):
+        """Recognise several clips; a file that fails gets an error object in its place."""
+        if len(files) > service.settings.max_batch_files:
+            raise ServiceError(422, "too_many_files", f"{len(files)} files; at most {service.settings.max_batch_files} per request")
+
+        async def one(upload: UploadFile) -> BatchItem:
+            try:
+                result = await recognize_bytes(service, await read_upload(upload), upload.content_type, top_k)
+                return BatchItem(filename=upload.filename, result=result)
+            except ServiceError as error:
+                return BatchItem(filename=upload.filename, error=ErrorDetail(code=error.code, message=error.message))
+
+        return BatchResponse(results=list(await asyncio.gather(*(one(f) for f in files))))
+
+    @app.get("/v1/models", tags=["model"])
+    async def models(service: Ready) -> dict:
+        """Labels, feature parameters and model metadata, read from the ONNX file."""
+        model = service.model
+        metadata = {}
+        for key, value in model.metadata.items():
+            try:
+                metadata[key] = json.loads(value)
+            except ValueError:
+                metadata[key] = value
+        return {"name": model.name, "version": model.version, "path": str(model.path), "labels": model.labels,
+                "keywords": [l for l in model.labels if not l.startswith("_")],
+                "features": model.features.to_dict(), "metadata": metadata}
+
+    @app.get("/v1/stats", tags=["operations"])
+    async def stats() -> dict:
+        """Requests, errors by status, latency percentiles per stage, throughput, queue depth, batch sizes."""
+        batcher = state.batcher
+        return state.stats.snapshot(batcher.depth if batcher else 0, batcher.batch_sizes if batcher else {})
+
+    @app.get("/healthz", tags=["operations"])
+    async def healthz() -> dict:
+        """The process is alive."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["operations"], responses={503: {"model": ErrorBody}})
+    async def readyz(service: Ready) -> dict:
+        """The model is loaded and warmed up (503 before that and during shutdown)."""
+        return {"status": "ready", "model": service.model.name}
+
+    @app.get("/metrics", tags=["operations"], response_class=PlainTextResponse)
+    async def metrics() -> PlainTextResponse:
+        """Prometheus text format."""
+        depth = state.batcher.depth if state.batcher else 0
+        return PlainTextResponse(state.stats.prometheus(depth), media_type="text/plain; version=0.0.4")

@@ -1,0 +1,36 @@
+"""Service settings from the environment (prefix ``KWS_``), overridable by ``kws-serve`` flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SHIPPED_MODEL = Path(__file__).resolve().parent / "models" / "kws10.onnx"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="KWS_", protected_namespaces=())
+
+    model_path: Path = Field(SHIPPED_MODEL, description="ONNX file written by kws-export (default: the shipped kws10 model)")
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+
+    max_upload_bytes: int = Field(5 * 1024 * 1024, ge=1024, description="largest accepted audio file")
+    max_batch_files: int = Field(16, ge=1, description="most files in one /v1/recognize/batch request")
+    min_audio_seconds: float = Field(0.1, gt=0)
+    max_audio_seconds: float = Field(10.0, gt=0)
+    window_hop_seconds: float = Field(0.25, gt=0, description="hop between model windows over clips longer than one window")
+    max_channels: int = Field(8, ge=1)
+
+    max_batch_size: int = Field(16, ge=1, description="most model windows in one forward pass")
+    max_wait_ms: float = Field(2.0, ge=0, description="how long a forward pass waits to fill its batch")
+    max_queue: int = Field(256, ge=1, description="windows waiting for the model before requests are shed with 503")
+    intra_op_threads: int = Field(2, ge=1)
+    inter_op_threads: int = Field(1, ge=1)
+    preprocess_threads: int = Field(4, ge=1, description="threads for decoding and features, off the event loop")
+
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    json_logs: bool = False
