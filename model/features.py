@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 import scipy.fft
 
+from model.config_io import from_dict_strict
+
 SAMPLE_RATE = 16_000
 N_FFT = 512
 WIN_LENGTH = 400  # 25 ms at 16 kHz
@@ -65,11 +67,7 @@ class FeatureConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "FeatureConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(values) - known
-        if unknown:
-            raise ValueError(f"unknown feature parameters: {sorted(unknown)}")
-        return cls(**values)
+        return from_dict_strict(cls, values, "feature parameters")
 
 
 @functools.lru_cache(maxsize=8)

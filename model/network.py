@@ -10,12 +10,13 @@ are the paper's readout: the softmax of the potentials, summed over time
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
 
+from model.config_io import from_dict_strict
 from model.delays import DelayedSynapses, DelayMode
 from model.neuron import LIF, LIFParameters, SURROGATE_ALPHA, TAU, THRESHOLD
 
@@ -52,11 +53,7 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "ModelConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(values) - known
-        if unknown:
-            raise ValueError(f"unknown model parameters: {sorted(unknown)}")
-        return cls(**values)
+        return from_dict_strict(cls, values, "model parameters")
 
 
 class SNNOutput(NamedTuple):

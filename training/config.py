@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from model.config_io import from_dict_strict
 from model.features import FeatureConfig
 from model.network import ModelConfig
 
@@ -97,12 +98,7 @@ class ExperimentConfig:
             raise ValueError(f"unknown config sections: {sorted(unknown)}")
         kwargs: dict[str, Any] = {"name": values.get("name", "experiment")}
         for section, kind in sections.items():
-            given = dict(values.get(section, {}))
-            known = {f.name for f in dataclasses.fields(kind)}
-            bad = set(given) - known
-            if bad:
-                raise ValueError(f"unknown keys in [{section}]: {sorted(bad)}; known: {sorted(known)}")
-            kwargs[section] = kind(**given)
+            kwargs[section] = from_dict_strict(kind, dict(values.get(section, {})), f"keys in [{section}]")
         return cls(**kwargs)
 
 
