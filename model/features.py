@@ -3,10 +3,10 @@
 One definition of the features: the named constants below are the defaults of
 :class:`FeatureConfig`, whose values travel inside every checkpoint and every
 exported ONNX file, so the service computes exactly what the network was trained
-on. The maths follows librosa's definitions (``librosa.filters.mel`` with Slaney
-normalisation, a periodic Hann window zero-padded to ``n_fft`` and centred
-frames zero-padded at both ends, librosa's default since 0.10) but runs on numpy/scipy alone, batched, and imports no
-torch. ``tests/test_features.py`` checks it against
+on. The maths follows librosa's definitions (``librosa.filters.mel``: Slaney mel
+scale and area normalisation; a periodic Hann window zero-padded to ``n_fft``;
+centred frames zero-padded at both ends, librosa's default since 0.10) but runs
+on numpy/scipy alone, batched, and imports neither librosa nor torch. ``tests/test_features.py`` checks it against
 ``librosa.feature.melspectrogram``.
 """
 
@@ -70,24 +70,54 @@ class FeatureConfig:
         return from_dict_strict(cls, values, "feature parameters")
 
 
+def _hz_to_mel(frequencies: np.ndarray) -> np.ndarray:
+    """Slaney's mel scale (librosa's default, ``htk=False``): linear below 1 kHz, logarithmic above."""
+    frequencies = np.asarray(frequencies, dtype=np.float64)
+    mels = frequencies / _MEL_LINEAR_STEP
+    log_region = frequencies >= _MEL_BREAK_HZ
+    mels[log_region] = _MEL_BREAK + np.log(frequencies[log_region] / _MEL_BREAK_HZ) / _MEL_LOG_STEP
+    return mels
+
+
+def _mel_to_hz(mels: np.ndarray) -> np.ndarray:
+    mels = np.asarray(mels, dtype=np.float64)
+    frequencies = mels * _MEL_LINEAR_STEP
+    log_region = mels >= _MEL_BREAK
+    frequencies[log_region] = _MEL_BREAK_HZ * np.exp(_MEL_LOG_STEP * (mels[log_region] - _MEL_BREAK))
+    return frequencies
+
+
+_MEL_LINEAR_STEP = 200.0 / 3  # Hz per mel below the break
+_MEL_BREAK_HZ = 1000.0
+_MEL_BREAK = _MEL_BREAK_HZ / _MEL_LINEAR_STEP
+_MEL_LOG_STEP = np.log(6.4) / 27.0
+
+
+def mel_filterbank(config: FeatureConfig) -> np.ndarray:
+    """``(n_mels, 1 + n_fft // 2)`` triangular filters with Slaney area normalisation (``librosa.filters.mel``)."""
+    fft_frequencies = np.linspace(0, config.sample_rate / 2, 1 + config.n_fft // 2)
+    edges = _mel_to_hz(np.linspace(_hz_to_mel(np.array([config.f_min]))[0], _hz_to_mel(np.array([config.f_max]))[0],
+                                   config.n_mels + 2))
+    widths = np.diff(edges)
+    ramps = edges[:, None] - fft_frequencies[None, :]
+    rising = -ramps[:-2] / widths[:-1, None]
+    falling = ramps[2:] / widths[1:, None]
+    weights = np.maximum(0.0, np.minimum(rising, falling))
+    weights *= (2.0 / (edges[2:] - edges[:-2]))[:, None]
+    return weights.astype(np.float32)
+
+
+def analysis_window(config: FeatureConfig) -> np.ndarray:
+    """Periodic Hann window of ``win_length`` zero-padded to ``n_fft`` at the centre (librosa's STFT window)."""
+    n = np.arange(config.win_length)
+    window = 0.5 - 0.5 * np.cos(2 * np.pi * n / config.win_length)
+    left = (config.n_fft - config.win_length) // 2
+    return np.pad(window, (left, config.n_fft - config.win_length - left)).astype(np.float32)
+
+
 @functools.lru_cache(maxsize=8)
 def _analysis_tables(config: FeatureConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Window (n_fft,) and mel filterbank (n_mels, 1 + n_fft // 2), float32, librosa's definitions."""
-    import librosa  # imported lazily: only the tables need it, and its import is slow
-
-    window = librosa.filters.get_window("hann", config.win_length, fftbins=True)
-    window = librosa.util.pad_center(window, size=config.n_fft).astype(np.float32)
-    mel_basis = librosa.filters.mel(
-        sr=config.sample_rate,
-        n_fft=config.n_fft,
-        n_mels=config.n_mels,
-        fmin=config.f_min,
-        fmax=config.f_max,
-        htk=False,
-        norm="slaney",
-        dtype=np.float32,
-    )
-    return window, mel_basis
+    return analysis_window(config), mel_filterbank(config)
 
 
 def fit_to_clip(waveform: np.ndarray, config: FeatureConfig, offset: int | None = None) -> np.ndarray:

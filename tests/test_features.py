@@ -52,5 +52,17 @@ def test_config_round_trip_and_rejects_unknown_keys():
 
 
 def test_feature_module_imports_without_torch():
-    code = "import sys, model.features; assert 'torch' not in sys.modules, 'features pulled in torch'"
+    code = ("import sys, numpy as np, model.features as f; f.log_mel(np.zeros(16000, np.float32), f.FeatureConfig()); "
+            "assert not {'torch', 'librosa'} & set(sys.modules), 'features pulled in torch or librosa'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("config", [FeatureConfig(), FeatureConfig(n_mels=140, f_min=0.0), FeatureConfig(sample_rate=8000, n_fft=256, win_length=200, hop_length=80, f_max=4000.0)])
+def test_filterbank_and_window_equal_librosa(config):
+    from model.features import analysis_window, mel_filterbank
+
+    reference = librosa.filters.mel(sr=config.sample_rate, n_fft=config.n_fft, n_mels=config.n_mels,
+                                    fmin=config.f_min, fmax=config.f_max)
+    np.testing.assert_allclose(mel_filterbank(config), reference, rtol=1e-5, atol=1e-8)
+    window = librosa.util.pad_center(librosa.filters.get_window("hann", config.win_length, fftbins=True), size=config.n_fft)
+    np.testing.assert_allclose(analysis_window(config), window, atol=1e-7)

@@ -34,15 +34,15 @@ class DatasetMissingError(FileNotFoundError):
 
 
 def read_audio(path: str | Path, sample_rate: int) -> np.ndarray:
-    """Mono float32 waveform at ``sample_rate`` (resampled with soxr through librosa if needed)."""
+    """Mono float32 waveform at ``sample_rate`` (resampled with soxr if needed)."""
     import soundfile
 
     audio, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
     audio = audio.mean(axis=1)
     if rate != sample_rate:
-        import librosa
+        import soxr
 
-        audio = librosa.resample(audio, orig_sr=rate, target_sr=sample_rate, res_type="soxr_hq")
+        audio = soxr.resample(audio, rate, sample_rate, quality="HQ")
     return audio.astype(np.float32)
 
 
