@@ -21,14 +21,20 @@ MODES = ("none", "random", "learned")
 MODE_NAMES = {"none": "no delays", "random": "fixed random delays", "learned": "learned delays (DCLS)"}
 
 
-def run_ablation(config_path: Path, out: Path, modes: list[str], seeds: list[int], overrides: list[str]) -> list[dict]:
+def run_ablation(
+    config_path: Path, out: Path, modes: list[str], seeds: list[int], overrides: list[str], collect_only: bool = False
+) -> list[dict]:
     from training.trainer import fit
 
     summaries = []
-    for mode in modes:
-        for seed in seeds:
+    for seed in seeds:  # seed-major: an interrupted ablation still has every variant for the first seeds
+        for mode in modes:
             run_dir = out / f"{mode}-seed{seed}"
             summary_file = run_dir / "summary.json"
+            if collect_only:
+                if summary_file.exists():
+                    summaries.append(json.loads(summary_file.read_text()))
+                continue
             if not summary_file.exists():
                 config = load_config(config_path, [*overrides, f"model.delay_mode={mode!r}", f"train.seed={seed}",
                                                    f"model.structure_seed={seed}"])
@@ -87,9 +93,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="override applied to every run (e.g. train.epochs=10)")
     parser.add_argument("--name", help="table name / README marker (default: the config's name)")
     parser.add_argument("--readme", type=Path, help="also write the table between this README's markers")
+    parser.add_argument("--collect-only", action="store_true", help="tabulate the finished runs, train nothing")
     args = parser.parse_args(argv)
     name = args.name or load_config(args.config, args.overrides).name
-    summaries = run_ablation(args.config, args.out, args.modes, args.seeds, args.overrides)
+    summaries = run_ablation(args.config, args.out, args.modes, args.seeds, args.overrides, args.collect_only)
     title = f"{name}: " + ", ".join(args.overrides) if args.overrides else name
     text = table(summaries, title)
     (args.out / "table.md").write_text(text)
