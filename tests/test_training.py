@@ -123,3 +123,17 @@ def test_bad_config_exits_with_a_message(tmp_path):
     result = subprocess.run([sys.executable, "-m", "training.cli", "--set", "model.delay_mode='sideways'"],
                             cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 2 and "bad configuration" in result.stderr
+
+
+@pytest.mark.slow
+def test_init_from_starts_at_the_given_weights(shd_root, tmp_path):
+    base = ["--no-progress"]
+    for value in tiny_overrides(shd_root) + ["train.epochs=1"]:
+        base += ["--set", value]
+    assert train_main(base + ["--out", str(tmp_path / "first")]) == 0
+    frozen = base + ["--set", "train.lr_weights=0.0", "--set", "model.sigma_init=0.23"]
+    assert train_main(frozen + ["--out", str(tmp_path / "second"), "--init-from", str(tmp_path / "first" / "best.pt")]) == 0
+    first, second = load_checkpoint(tmp_path / "first" / "best.pt"), load_checkpoint(tmp_path / "second" / "best.pt")
+    for a, b in zip(first.model.delay_layers(), second.model.delay_layers()):
+        assert torch.equal(a.synaptic_weight, b.synaptic_weight) and torch.equal(a.integer_delays(), b.integer_delays())
+    assert second.training["init_from"].endswith("best.pt")

@@ -14,6 +14,8 @@ examples:
   kws-train --config configs/fsdd.toml --set model.delay_mode=random --set train.seed=1
   kws-train --config configs/kws10.toml --set train.epochs=2 --set data.limit_per_class=50 --out runs/smoke
   kws-train --config configs/kws10.toml --resume              # continue runs/kws10 from last.pt
+  kws-train --config configs/kws10.toml --init-from runs/kws10/best.pt --set train.epochs=8 \\
+            --set model.sigma_init=0.23 --set train.lr_weights=2e-4 --out runs/kws10-finetune   # fine-tune
   torchrun --nproc_per_node 2 -m training.cli --config configs/kws10.toml   # DDP (gloo on CPU)
 
 Every run folder gets best.pt (self-describing checkpoint of the best epoch on
@@ -35,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="override one config value, e.g. train.epochs=10 (repeatable)")
     parser.add_argument("--out", type=Path, help="run folder (default: runs/<name>)")
     parser.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
+    parser.add_argument("--init-from", type=Path, metavar="CHECKPOINT",
+                        help="start from this checkpoint's weights and delays (fine-tuning; same architecture)")
     parser.add_argument("--stop-after", type=int, metavar="N",
                         help="stop after N epochs of this invocation (time-boxed jobs); continue later with --resume")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
@@ -54,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or Path("runs") / config.name
     try:
         fit(config, out, resume=args.resume, progress=not args.no_progress and sys.stderr.isatty(),
-            stop_after=args.stop_after)
+            stop_after=args.stop_after, init_from=args.init_from)
     except DatasetMissingError as error:
         print(f"kws-train: {error}", file=sys.stderr)
         return 2

@@ -209,6 +209,7 @@ def fit(
     dataset: Dataset | None = None,
     log: Callable[[str], None] = print,
     stop_after: int | None = None,
+    init_from: str | Path | None = None,
 ) -> dict[str, Any]:
     """Train, keep the best epoch (discretised validation accuracy), write checkpoints, metrics and plots."""
     out_dir = Path(out_dir)
@@ -225,6 +226,10 @@ def fit(
 
         model_config = replace(model_config, input_size=dataset.input_size, num_classes=len(dataset.labels))
     model = DelaySNN(model_config).to(device)
+    if init_from is not None and not (resume and (out_dir / "last.pt").exists()):
+        # Fine-tuning: start from another run's weights and positions (same architecture).
+        model.load_state_dict(load_checkpoint(init_from).raw["state_dict"])
+        log(f"initialised from {init_from}")
     per_rank_batch = max(1, train_cfg.batch_size // dist.world_size)
     steps_per_epoch = math.ceil((len(dataset.train) + dataset.train.silence_per_epoch) / train_cfg.batch_size)
     optimizers, schedulers = build_optimizers(model, config, steps_per_epoch)
@@ -336,7 +341,8 @@ def fit(
             elapsed = elapsed_before + time.perf_counter() - started
             common = dict(name=config.name, labels=dataset.labels, feature_config=config.features)
             training_info = {"config": config.to_dict(), "epoch": epoch + 1, "elapsed_s": elapsed,
-                             "environment": environment_info(), "processes": dist.world_size}
+                             "environment": environment_info(), "processes": dist.world_size,
+                             "init_from": str(init_from) if init_from else ""}
             if validation.accuracy > best["accuracy"]:
                 best = {"epoch": epoch + 1, "accuracy": validation.accuracy}
                 save_checkpoint(best_path, model, training=training_info, metrics={"validation": record}, **common)
