@@ -10,6 +10,7 @@ import torch
 from model.checkpoint import load_checkpoint
 from tests.spike_files import write_shd_file
 from training.cli import main as train_main
+from training.evaluate import main as evaluate_main
 from training.config import ExperimentConfig, load_config, parse_override
 from training.trainer import parameter_groups
 from model.network import DelaySNN, ModelConfig
@@ -79,6 +80,12 @@ def test_training_learns_and_resumes_on_a_generated_shd_file(shd_root, tmp_path)
     assert best.metrics["validation"]["accuracy"] == max(r["val_accuracy"] for r in history)
     assert summary["test"]["accuracy"] > 0.6  # the generated classes are separable in time and channel
     assert best.training["config"]["data"]["task"] == "shd"
+    # kws-evaluate reproduces the stored test figure from the checkpoint alone.
+    report = tmp_path / "evaluation.json"
+    assert evaluate_main([str(out / "best.pt"), "--split", "test", "--json", str(report)]) == 0
+    evaluation = json.loads(report.read_text())
+    assert evaluation["accuracy"] == pytest.approx(summary["test"]["accuracy"])
+    assert set(evaluation["per_class_accuracy"]) == {"0", "1", "2"}
 
 
 @pytest.mark.slow
