@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 
-def export_checkpoint(checkpoint_path: Path, output: Path, version: str | None = None) -> dict:
+def export_checkpoint(checkpoint_path: Path, output: Path, version: str | None = None, formulation: str = "shift") -> dict:
     import onnx
 
     from export.freeze import freeze
@@ -20,8 +20,8 @@ def export_checkpoint(checkpoint_path: Path, output: Path, version: str | None =
     checkpoint = load_checkpoint(checkpoint_path)
     network = freeze(checkpoint)
     metadata = {"model_version": version or checkpoint.training.get("environment", {}).get("git_commit", "")[:12] or "dev",
-                "source_checkpoint": checkpoint_path.name}
-    model = build_onnx(network, metadata)
+                "source_checkpoint": checkpoint_path.name, "formulation": formulation}
+    model = build_onnx(network, metadata, formulation=formulation)
     output.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, output)
     return {"onnx": str(output), "bytes": output.stat().st_size, "parameters": network.parameter_count(),
@@ -37,9 +37,13 @@ def export_main(argv: list[str] | None = None) -> int:
     parser.add_argument("checkpoint", type=Path, help="checkpoint written by kws-train (best.pt)")
     parser.add_argument("-o", "--output", type=Path, required=True, help="ONNX file to write")
     parser.add_argument("--version", help="model version stored in the metadata (default: the training commit)")
+    parser.add_argument("--formulation", choices=("shift", "conv", "event"), default="shift",
+                        help="how spike-fed layers apply their delays (all exact; speed differs, see "
+                             "python -m benchmarks.inference): shift = one masked MatMul per integer delay "
+                             "(default, fastest here), conv = dense integer-delay Conv, event = per-spike scatter")
     args = parser.parse_args(argv)
     try:
-        report = export_checkpoint(args.checkpoint, args.output, args.version)
+        report = export_checkpoint(args.checkpoint, args.output, args.version, args.formulation)
     except (OSError, ValueError) as error:
         print(f"kws-export: {error}", file=sys.stderr)
         return 2

@@ -169,8 +169,8 @@ def fully_connected_currents(b: GraphBuilder, x: str, layer: FrozenLayer) -> str
 FORMULATIONS = ("event", "conv", "shift", "fc")
 
 
-def build_onnx(network: FrozenNetwork, metadata: dict[str, str] | None = None, formulation: str = "event") -> onnx.ModelProto:
-    """The exported graph; ``formulation`` other than "event" exists for the benchmark's comparisons."""
+def build_onnx(network: FrozenNetwork, metadata: dict[str, str] | None = None, formulation: str = "shift") -> onnx.ModelProto:
+    """The exported graph; ``formulation`` picks how spike-fed layers apply delays (all exact)."""
     if formulation not in FORMULATIONS:
         raise ValueError(f"formulation must be one of {FORMULATIONS}")
     b = GraphBuilder()
