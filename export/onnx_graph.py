@@ -7,14 +7,19 @@ feature module produces it; batch and time are dynamic. Outputs:
   potentials averaged over time (sums to 1; the training loss uses the sum).
 - ``spike_counts`` ``(batch, hidden_layers)``: spikes emitted per hidden layer.
 
-Formulation, chosen for onnxruntime on CPU (see benchmarks/inference.py):
+Formulations (all exact; ``python -m benchmarks.inference`` times them):
 
 - First layer (dense real-valued input): one causal ``Conv`` whose kernel holds
   each synapse's weight at its integer delay.
-- Layers fed by spikes: event-driven. ``NonZero`` lists the (t, batch, input)
-  spikes; each spike gathers its input's fan-out (weights, delays, targets) and
-  one ``ScatterElements(reduction="add")`` adds the weights at ``t + delay``.
-  Work is spikes x fan-out, not time x inputs x outputs x delays.
+- Layers fed by spikes, ``formulation="shift"`` (the default, fastest in
+  onnxruntime on CPU): the spike trains padded once, then per integer delay a
+  ``Slice`` and one ``MatMul`` with the weights of the synapses that have that delay.
+- ``"conv"``: the dense integer-delay ``Conv`` for every layer.
+- ``"event"``: event-driven. ``NonZero`` lists the (t, batch, input) spikes;
+  each spike gathers its input's fan-out (weights, delays, targets) and one
+  ``ScatterElements(reduction="add")`` adds the weights at ``t + delay``. Least
+  arithmetic (spikes x fan-out), but onnxruntime's scatter is serial and slow.
+- ``"fc"``: every delay dropped, the no-delay floor (benchmark only).
 - Neurons: one ``Scan`` per layer over time (the LIF recurrence).
 """
 
