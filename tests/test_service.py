@@ -19,7 +19,7 @@ import soundfile
 from fastapi.testclient import TestClient
 
 from service.app import create_app
-from service.settings import SHIPPED_MODEL, Settings
+from service.settings import Settings
 from tests.audio_files import PYAV_FORMATS, SOUNDFILE_FORMATS, encode, tone
 
 REPO = Path(__file__).resolve().parents[1]
