@@ -213,6 +213,14 @@ def fit(
 ) -> dict[str, Any]:
     """Train, keep the best epoch (discretised validation accuracy), write checkpoints, metrics and plots."""
     out_dir = Path(out_dir)
+    last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
+    state = load_checkpoint(last_path).raw if resume and last_path.exists() else None
+    if state is not None:
+        # A resumed run keeps the configuration it started with: model, schedules and data all follow from it.
+        saved_config = ExperimentConfig.from_dict(state["training"]["config"])
+        if saved_config != config:
+            log("resuming with the configuration stored in last.pt (the one given differs)")
+        config = saved_config
     train_cfg = config.train
     device = resolve_device(train_cfg.device)
     dist = init_distributed(device)
@@ -226,7 +234,7 @@ def fit(
 
         model_config = replace(model_config, input_size=dataset.input_size, num_classes=len(dataset.labels))
     model = DelaySNN(model_config).to(device)
-    if init_from is not None and not (resume and (out_dir / "last.pt").exists()):
+    if init_from is not None and state is None:
         # Fine-tuning: start from another run's weights and positions (same architecture).
         model.load_state_dict(load_checkpoint(init_from).raw["state_dict"])
         log(f"initialised from {init_from}")
@@ -241,13 +249,7 @@ def fit(
     best = {"epoch": -1, "accuracy": -1.0}
     start_epoch, elapsed_before = 0, 0.0
     snapshots: dict[str, np.ndarray] = {}
-    last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
-    if resume and last_path.exists():
-        state = load_checkpoint(last_path).raw
-        saved_config = ExperimentConfig.from_dict(state["training"]["config"])
-        if saved_config != config:
-            log("resuming with the configuration stored in last.pt (the one given differs)")
-            config, train_cfg = saved_config, saved_config.train
+    if state is not None:
         model.load_state_dict(state["state_dict"])
         for optimizer, saved in zip(optimizers, state["resume"]["optimizers"]):
             optimizer.load_state_dict(saved)
@@ -278,6 +280,7 @@ def fit(
         if learned and "epoch_0" not in snapshots:
             snapshots["epoch_0"] = kernel_snapshot(model, train_cfg.kernel_snapshot_neurons)
 
+    environment = environment_info()
     started = time.perf_counter()
     end_epoch = train_cfg.epochs if stop_after is None else min(train_cfg.epochs, start_epoch + stop_after)
     for epoch in range(start_epoch, end_epoch):
@@ -341,7 +344,7 @@ def fit(
             elapsed = elapsed_before + time.perf_counter() - started
             common = dict(name=config.name, labels=dataset.labels, feature_config=config.features)
             training_info = {"config": config.to_dict(), "epoch": epoch + 1, "elapsed_s": elapsed,
-                             "environment": environment_info(), "processes": dist.world_size,
+                             "environment": environment, "processes": dist.world_size,
                              "init_from": str(init_from) if init_from else ""}
             if validation.accuracy > best["accuracy"]:
                 best = {"epoch": epoch + 1, "accuracy": validation.accuracy}
