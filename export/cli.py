@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 import sys
 import time
 from pathlib import Path
@@ -64,8 +65,9 @@ def parity(checkpoint_path: Path, onnx_path: Path, data_root: Path | None, batch
 
     checkpoint = load_checkpoint(checkpoint_path)
     config = ExperimentConfig.from_dict(checkpoint.training["config"])
-    data = config.data if data_root is None else type(config.data)(**{**config.data.__dict__, "root": str(data_root)})
-    data = type(data)(**{**data.__dict__, "test_fraction": 0.0})  # every validation speaker
+    data = replace(config.data, test_fraction=0.0)  # every validation speaker
+    if data_root is not None:
+        data = replace(data, root=str(data_root))
     clips = load_dataset(data, config.features, seed=config.train.seed).validation
     session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     same_top1 = 0
