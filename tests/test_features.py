@@ -66,3 +66,19 @@ def test_filterbank_and_window_equal_librosa(config):
     np.testing.assert_allclose(mel_filterbank(config), reference, rtol=1e-5, atol=1e-8)
     window = librosa.util.pad_center(librosa.filters.get_window("hann", config.win_length, fftbins=True), size=config.n_fft)
     np.testing.assert_allclose(analysis_window(config), window, atol=1e-7)
+
+
+def test_numpy_fft_fallback_equals_scipy_path():
+    """The service image has no scipy; its features (numpy's FFT) must equal the training path's."""
+    import model.features as features
+
+    config = FeatureConfig()
+    audio = np.random.default_rng(2).standard_normal((2, config.clip_samples)).astype(np.float32) * 0.1
+    with_scipy = log_mel(audio, config)
+    original = features.rfft
+    try:
+        features.rfft = np.fft.rfft
+        with_numpy = log_mel(audio, config)
+    finally:
+        features.rfft = original
+    np.testing.assert_allclose(with_numpy, with_scipy, atol=1e-4)
