@@ -10,17 +10,31 @@ RUN if ! command -v python3 >/dev/null || ! python3 -c "import venv, ensurepip" 
         apt-get update && apt-get install -y --no-install-recommends python3 python3-venv && rm -rf /var/lib/apt/lists/*; \
     fi
 WORKDIR /src
+# Dependencies first, from pyproject.toml and the pinned versions alone, so a code change does not
+# re-download them.
 COPY pyproject.toml README.md ./
-COPY model/__init__.py model/config_io.py model/features.py model/
-COPY service/ service/
+COPY requirements/constraints.txt requirements/
 RUN python3 -m venv /opt/kws \
  && /opt/kws/bin/pip install --upgrade pip \
- && /opt/kws/bin/pip install ".[serve]" \
- && find /opt/kws -name "__pycache__" -prune -exec rm -rf {} +
+ && python3 -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
+print('\n'.join(p['dependencies'] + p['optional-dependencies']['serve']))" > /tmp/requirements.txt \
+ && /opt/kws/bin/pip install -r /tmp/requirements.txt -c requirements/constraints.txt
+COPY model/__init__.py model/config_io.py model/features.py model/
+COPY service/ service/
+# Then the code. After the install, drop what serving never loads: pip and setuptools, onnxruntime's C-API
+# library (the Python binding links its own copy) and its model-conversion tools, and the packages' test
+# suites. Bytecode is compiled here, so a read-only root filesystem costs nothing at start-up.
+RUN /opt/kws/bin/pip install --no-deps ".[serve]" \
+ && /opt/kws/bin/pip uninstall --yes setuptools pip \
+ && ORT=$(echo /opt/kws/lib/python3*/site-packages/onnxruntime) \
+ && rm -rf "$ORT"/capi/libonnxruntime.so.* "$ORT"/transformers "$ORT"/quantization "$ORT"/tools \
+ && find /opt/kws \( -name "__pycache__" -o -name tests \) -type d -prune -exec rm -rf {} + \
+ && /opt/kws/bin/python -m compileall -q /opt/kws
 
 FROM ${BASE_IMAGE} AS runtime
 RUN if ! command -v python3 >/dev/null; then \
-        apt-get update && apt-get install -y --no-install-recommends python3 && rm -rf /var/lib/apt/lists/*; \
+        apt-get update && apt-get install -y --no-install-recommends python3 \
+        && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/cache/debconf/*-old /usr/share/doc/*; \
     fi \
  && useradd --system --uid 10001 --no-create-home kws
 COPY --from=build /opt/kws /opt/kws
