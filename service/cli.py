@@ -12,6 +12,9 @@ from pathlib import Path
 from service.inference import KeywordModel, ModelLoadError
 from service.settings import Settings
 
+# After SIGTERM, in-flight requests get this long to finish (deploy/kubernetes sizes its grace period on it).
+GRACEFUL_SHUTDOWN_SECONDS = 20
+
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
@@ -57,13 +60,13 @@ def main(argv: list[str] | None = None) -> int:
 
         os.environ.update({"KWS_" + k.upper(): str(v) for k, v in overrides.items()})
         uvicorn.run("service.main:app", host=settings.host, port=settings.port, workers=args.workers,
-                    log_level=settings.log_level, access_log=False, timeout_graceful_shutdown=20)
+                    log_level=settings.log_level, access_log=False, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS)
         return 0
     from service.app import create_app
 
     app = create_app(settings)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level,
-                            access_log=False, timeout_graceful_shutdown=20)
+                            access_log=False, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS)
     server = uvicorn.Server(config)
     original_exit = server.handle_exit
 
