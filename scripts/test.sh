@@ -4,5 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/venv.sh
-ensure_venv "train,serve,export,dev"
+ensure_venv "$TEST_EXTRAS"
 exec "$VENV/bin/python" -m pytest "$@"

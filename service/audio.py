@@ -3,12 +3,15 @@
 soundfile (libsndfile) reads WAV (PCM 8/16/24/32-bit, float), FLAC, OGG Vorbis/Opus and MP3;
 PyAV (FFmpeg) reads what browsers record (WebM/Opus, M4A/AAC) when it is installed. Limits are
 checked before the samples are decoded wherever the container tells the length, and while decoding
-otherwise, so a small file that expands to hours of audio is refused, not decoded.
+otherwise, so a small file that expands to hours of audio is refused, not decoded. FFmpeg only
+sees files that start like WebM/Matroska or MP4/M4A: its other demuxers include playlists (HLS,
+concat) that would open URLs and local paths named inside the upload.
 """
 
 from __future__ import annotations
 
 import io
+import struct
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +21,9 @@ from service.errors import ServiceError
 
 MIN_SAMPLE_RATE = 1_000
 MAX_SAMPLE_RATE = 192_000
+# Float files may go past full scale (±1), but not by 60 dB: such values are corrupt data, and far
+# larger ones (~1e16) would overflow the float32 power spectrum into non-finite features.
+MAX_SAMPLE_MAGNITUDE = 1_000.0
 
 # Signatures of common non-audio files, so they get 415 rather than "undecodable audio".
 NON_AUDIO_MAGIC = {
@@ -25,6 +31,8 @@ NON_AUDIO_MAGIC = {
     b"GIF8": "GIF image", b"\x7fELF": "executable", b"<!DO": "HTML document", b"<htm": "HTML document",
     b"{": "JSON/text",
 }
+EBML_MAGIC = b"\x1a\x45\xdf\xa3"  # WebM / Matroska
+WAV_UNKNOWN_LENGTHS = (0, 0xFFFFFFFF)  # what streaming writers put in the data chunk size
 
 
 @dataclass
@@ -56,7 +64,28 @@ def _too_long(limits: AudioLimits) -> ServiceError:
     return ServiceError(422, "audio_too_long", f"audio is longer than the {limits.max_seconds:g} s limit")
 
 
+def _check_wav_declared_length(data: bytes, limits: AudioLimits) -> None:
+    """Refuse a WAV whose header declares more audio than the limit (e.g. 2 GB), whatever follows it.
+
+    libsndfile silently trusts the bytes present instead, so the lie would otherwise go unnoticed.
+    """
+    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        return
+    position, block_align, rate = 12, 0, 0
+    while position + 8 <= min(len(data), 64 * 1024):  # the header chunks come first
+        chunk_id, size = data[position : position + 4], struct.unpack_from("<I", data, position + 4)[0]
+        if chunk_id == b"fmt " and size >= 16 and position + 24 <= len(data):
+            _, _, rate, _, block_align = struct.unpack_from("<HHIIH", data, position + 8)
+        elif chunk_id == b"data":
+            if size not in WAV_UNKNOWN_LENGTHS and block_align and rate and size / block_align / rate > limits.max_seconds:
+                raise ServiceError(422, "audio_too_long", f"the WAV header declares {size / block_align / rate:.0f} s "
+                                                          f"({size} bytes) of audio; the limit is {limits.max_seconds:g} s")
+            return
+        position += 8 + size + (size & 1)
+
+
 def _decode_soundfile(data: bytes, limits: AudioLimits) -> tuple[np.ndarray, int, int, str]:
+    _check_wav_declared_length(data, limits)
     with soundfile.SoundFile(io.BytesIO(data)) as handle:
         rate, channels = handle.samplerate, handle.channels
         _check_header(rate, channels, limits)
@@ -119,6 +148,9 @@ def decode_audio(data: bytes, limits: AudioLimits, content_type: str | None = No
         unsupported = _unsupported_media(data, content_type)
         if unsupported is not None:
             raise unsupported from soundfile_error
+        if not (data.startswith(EBML_MAGIC) or data[4:8] == b"ftyp"):
+            raise ServiceError(400, "undecodable_audio", "the file could not be decoded as audio "
+                               "(WAV, FLAC, OGG, MP3, WebM/Opus or M4A)") from soundfile_error
         try:
             samples, rate, channels, fmt = _decode_pyav(data, limits)
             resampled = True
@@ -131,6 +163,9 @@ def decode_audio(data: bytes, limits: AudioLimits, content_type: str | None = No
         raise ServiceError(400, "empty_audio", "the file holds no audio samples")
     if not np.isfinite(samples).all():
         raise ServiceError(400, "non_finite_audio", "the audio contains NaN or infinite samples")
+    if (peak := float(np.abs(samples).max())) > MAX_SAMPLE_MAGNITUDE:
+        raise ServiceError(400, "sample_out_of_range", f"samples reach {peak:.3g}; audio is expected within ±1 "
+                                                       f"(at most ±{MAX_SAMPLE_MAGNITUDE:g} is accepted)")
     mono = samples.mean(axis=1, dtype=np.float32)
     duration = len(mono) / (limits.target_rate if resampled else rate)
     if duration < limits.min_seconds:
