@@ -1,7 +1,8 @@
 """The FastAPI application: ``create_app(settings)``.
 
 Endpoints (API v1): ``POST /v1/recognize``, ``POST /v1/recognize/batch``, ``GET /v1/models``,
-``GET /v1/stats``, ``GET /healthz``, ``GET /readyz``, ``GET /metrics``. Errors are
+``GET /v1/stats``, ``GET /healthz``, ``GET /readyz``, ``GET /metrics``; ``GET /`` is the try-it
+page (service/static/). Errors are
 ``{"error": {"code", "message"}}`` with a 4xx status that names the problem.
 """
 
@@ -11,26 +12,32 @@ import logging
 import time
 import uuid
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
 from fastapi import Depends, FastAPI, File, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
+from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.audio import AudioLimits, decode_audio
 from service.batching import MicroBatcher, Overloaded
 from service.errors import ServiceError
 from service.inference import KeywordModel
+from service.security import add_api_key_guard, add_cors
 from service.settings import Settings
 from service.stats import ServiceStats
+from service.streaming import add_stream_routes
 
 logger = logging.getLogger("kws.service")
 access_logger = logging.getLogger("kws.access")
 MULTIPART_OVERHEAD = 64 * 1024
+STATIC_DIR = Path(__file__).resolve().parent / "static"  # the try-it page
 
 
 # -- response schemas (they make /docs accurate) ---------------------------------------------
@@ -105,19 +112,25 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 # -- middleware --------------------------------------------------------------------------------
 
 
-class BodyTooLarge(Exception):
-    pass
+class BodyRejected(Exception):
+    """The guard stopped reading the body (too large, or too slow); ``error`` is the answer."""
+
+    def __init__(self, error: ServiceError) -> None:
+        super().__init__(error.message)
+        self.error = error
 
 
 class RequestGuard:
-    """Request id, access log, and the body-size limit enforced while the body is read.
+    """Request id, access log, and the body-size and body-time limits enforced while the body is read.
 
     A declared Content-Length over the limit is refused before reading; a body without one
-    (chunked) is counted as it streams and refused as soon as it passes the limit.
+    (chunked) is counted as it streams and refused as soon as it passes the limit. The whole body
+    must arrive within ``body_timeout`` seconds (408 otherwise), so a client trickling bytes
+    (slow loris) cannot hold a request open.
     """
 
-    def __init__(self, app: ASGIApp, limit_for_path, stats: ServiceStats) -> None:
-        self.app, self.limit_for_path, self.stats = app, limit_for_path, stats
+    def __init__(self, app: ASGIApp, limit_for_path, stats: ServiceStats, body_timeout: float = 30.0) -> None:
+        self.app, self.limit_for_path, self.stats, self.body_timeout = app, limit_for_path, stats, body_timeout
 
     @staticmethod
     async def _discard_rest(receive: Receive, cap: int) -> None:
@@ -146,30 +159,42 @@ class RequestGuard:
                 message.setdefault("headers", []).append((b"x-request-id", request_id.encode()))
             await send(message)
 
-        received = 0
+        received, body_complete = 0, False
+        too_large = ServiceError(413, "upload_too_large", f"the request body exceeds the {limit} byte limit")
+        deadline = time.monotonic() + self.body_timeout
+
+        def reject(error: ServiceError) -> BodyRejected:
+            scope["state"]["body_error"] = error  # the app's error handlers answer with this
+            return BodyRejected(error)
 
         async def receive_wrapper() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, body_complete
+            if body_complete:  # e.g. a disconnect listener: no deadline once the body is in
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                raise reject(ServiceError(408, "body_timeout", f"the request body did not arrive within "
+                                                               f"{self.body_timeout:g} s")) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
+                body_complete = not message.get("more_body", False)
                 if limit is not None and received > limit:
-                    scope["state"]["body_too_large"] = limit  # the app's error handlers answer 413 from this
-                    raise BodyTooLarge()
+                    raise reject(too_large)
             return message
 
         try:
             declared = headers.get("content-length")
             if limit is not None and declared is not None and declared.isdigit() and int(declared) > limit:
-                raise BodyTooLarge()
+                raise reject(too_large)
             await self.app(scope, receive_wrapper, send_wrapper)
-        except BodyTooLarge:
+        except BodyRejected as rejected:
             if status_holder["started"]:
                 raise
-            error = ServiceError(413, "upload_too_large", f"the request body exceeds the {limit} byte limit")
-            response = JSONResponse(error.body(), status_code=413, headers={"connection": "close"})
+            response = JSONResponse(rejected.error.body(), status_code=rejected.error.status, headers={"connection": "close"})
             await response(scope, receive, send_wrapper)
-            await self._discard_rest(receive, cap=4 * (limit or 0))
+            if rejected.error is too_large:
+                await self._discard_rest(receive, cap=4 * (limit or 0))
         finally:
             elapsed = 1000 * (time.perf_counter() - started)
             path = scope["path"]
@@ -238,9 +263,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return settings.max_upload_bytes * settings.max_batch_files + MULTIPART_OVERHEAD
         return MULTIPART_OVERHEAD
 
-    app.add_middleware(RequestGuard, limit_for_path=body_limit, stats=state.stats)
+    # Uploads stay in memory (the guard already bounds every body): no request data reaches the filesystem,
+    # and the service runs on a read-only root filesystem. Starlette would spool parts over 1 MB to /tmp.
+    MultiPartParser.spool_max_size = max(MultiPartParser.spool_max_size, body_limit("/v1/recognize/batch"))
+    add_api_key_guard(app, settings)  # inside the request guard, so 401s are logged and counted
+    app.add_middleware(RequestGuard, limit_for_path=body_limit, stats=state.stats,
+                       body_timeout=settings.body_read_timeout_seconds)
+    add_cors(app, settings)  # outermost: preflights need no key, and errors carry the CORS headers
     install_error_handlers(app)
     add_routes(app, state)
+    add_stream_routes(app, state)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.get("/", include_in_schema=False)(lambda: FileResponse(STATIC_DIR / "index.html"))
     return app
 
 
@@ -261,13 +295,21 @@ async def warm_up(state: ServiceState) -> None:
     logger.info("ready: model %s version %s from %s", state.model.name, state.model.version, state.settings.model_path)
 
 
-def body_too_large(request: Request) -> JSONResponse | None:
-    """413 when the guard stopped the body mid-stream (the body parser then fails with its own error)."""
-    limit = request.scope.get("state", {}).get("body_too_large")
-    if limit is None:
+def body_rejected(request: Request) -> JSONResponse | None:
+    """413/408 when the guard stopped the body mid-stream (the body parser then fails with its own error)."""
+    error = request.scope.get("state", {}).get("body_error")
+    if error is None:
         return None
-    error = ServiceError(413, "upload_too_large", f"the request body exceeds the {limit} byte limit")
-    return JSONResponse(error.body(), status_code=413, headers={"connection": "close"})
+    return JSONResponse(error.body(), status_code=error.status, headers={"connection": "close"})
+
+
+def multipart_error(error: StarletteHTTPException) -> ServiceError | None:
+    """The form parser's refusals (too many parts, no boundary, broken framing), with their own codes."""
+    if not isinstance(error.__context__, MultiPartException):
+        return None
+    if str(error.detail).startswith("Too many"):
+        return ServiceError(422, "too_many_parts", str(error.detail))
+    return ServiceError(400, "malformed_multipart", str(error.detail))
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -277,8 +319,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
-        if (too_large := body_too_large(request)) is not None:
-            return too_large
+        if (rejected := body_rejected(request)) is not None:
+            return rejected
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc'] if p not in ('body', 'query'))}: {e['msg']}" for e in error.errors()
         )
@@ -286,16 +328,18 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
-        if (too_large := body_too_large(request)) is not None:
-            return too_large
+        if (rejected := body_rejected(request)) is not None:
+            return rejected
+        if (refused := multipart_error(error)) is not None:
+            return JSONResponse(refused.body(), status_code=refused.status)
         codes = {404: "not_found", 405: "method_not_allowed", 400: "bad_request"}
         return JSONResponse(ServiceError(error.status_code, codes.get(error.status_code, "http_error"), str(error.detail)).body(),
                             status_code=error.status_code, headers=getattr(error, "headers", None))
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, error: Exception) -> JSONResponse:
-        if (too_large := body_too_large(request)) is not None:
-            return too_large
+        if (rejected := body_rejected(request)) is not None:
+            return rejected
         logger.exception("unexpected error")
         return JSONResponse(ServiceError(500, "internal_error", "internal error").body(), status_code=500)
 
@@ -362,9 +406,11 @@ def add_routes(app: FastAPI, state: ServiceState) -> None:
         return data
 
     @app.post("/v1/recognize", response_model=Recognition, responses=ERROR_RESPONSES, tags=["recognition"])
-    async def recognize(service: Ready, top_k: TopK,
+    async def recognize(service: Ready, top_k: TopK, request: Request,
                         file: Annotated[UploadFile, File(description="audio: WAV, FLAC, OGG, MP3, WebM/Opus, M4A")]):
         """Recognise the keyword in one uploaded clip (longer clips: the most confident window)."""
+        if len((await request.form()).getlist("file")) > 1:  # the parsed form is cached: no second read
+            raise ServiceError(422, "duplicate_field", "several `file` fields; send one (or use /v1/recognize/batch)")
         return await recognize_bytes(service, await read_upload(file), file.content_type, top_k)
 
     @app.post("/v1/recognize/batch", response_model=BatchResponse, responses=ERROR_RESPONSES, tags=["recognition"])

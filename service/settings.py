@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SHIPPED_MODEL = Path(__file__).resolve().parent / "models" / "kws10.onnx"
@@ -24,6 +24,8 @@ class Settings(BaseSettings):
     max_audio_seconds: float = Field(10.0, gt=0)
     window_hop_seconds: float = Field(0.25, gt=0, description="hop between model windows over clips longer than one window")
     max_channels: int = Field(8, ge=1)
+    body_read_timeout_seconds: float = Field(
+        30.0, gt=0, description="a request body must arrive within this long (slow-loris uploads get 408)")
 
     max_batch_size: int = Field(16, ge=1, description="most model windows in one forward pass")
     max_wait_ms: float = Field(2.0, ge=0, description="how long a forward pass waits to fill its batch")
@@ -31,6 +33,21 @@ class Settings(BaseSettings):
     intra_op_threads: int = Field(2, ge=1)
     inter_op_threads: int = Field(1, ge=1)
     preprocess_threads: int = Field(4, ge=1, description="threads for decoding and features, off the event loop")
+
+    # WS /v1/stream (service/streaming.py); the threshold is the one benchmarks/detection.py chose.
+    stream_hop_seconds: float = Field(0.2, gt=0, le=1.0, description="hop between the scored 1-s windows of a stream")
+    stream_smoothing_hops: int = Field(3, ge=1, description="moving average of the scores over this many hops")
+    stream_threshold: float = Field(0.13, ge=0, le=1, description="smoothed keyword score that opens a detection")
+    stream_refractory_seconds: float = Field(0.5, ge=0, description="no new detection this long after one ends")
+    stream_max_seconds: float = Field(600.0, gt=0, description="longest stream (seconds of audio); then close 4408")
+    stream_max_message_bytes: int = Field(1024 * 1024, ge=1024, description="largest binary message; more closes 1009")
+    stream_max_pending_seconds: float = Field(10.0, gt=0, description="most audio one message may add; more closes 1009")
+    stream_idle_seconds: float = Field(30.0, gt=0, description="a stream silent this long is closed (4408)")
+    max_streams: int = Field(16, ge=1, description="concurrent streams; more are closed with 1013")
+
+    # Security (service/security.py): both off by default.
+    api_key: SecretStr = Field(SecretStr(""), description="required on /v1/* as X-API-Key or Authorization: Bearer (empty: no key)")
+    cors_origins: str = Field("", description="origins allowed by CORS: comma list or JSON list (empty: CORS off)")
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     json_logs: bool = False
