@@ -357,9 +357,9 @@ async def recognize_bytes(
         decoded = time.perf_counter()
         return audio, model.windows(audio.samples, state.settings.window_hop_seconds), decoded, time.perf_counter()
 
-    with state.batcher.incoming():
-        audio, features, decoded, featured = await loop.run_in_executor(state.preprocess, prepare)
     try:
+        with state.batcher.incoming():  # admission: refused at once when the backlog is full
+            audio, features, decoded, featured = await loop.run_in_executor(state.preprocess, prepare)
         result = await state.batcher.submit(features)
     except Overloaded as error:
         raise ServiceError(503, "overloaded", f"the service is at capacity: {error}", {"Retry-After": "1"}) from error

@@ -4,8 +4,8 @@ Requests put their model windows on a bounded queue; one worker takes what is
 waiting, and while more requests are on their way (still decoding, announced
 with :meth:`MicroBatcher.incoming`) keeps collecting until ``max_batch_size``
 windows or ``max_wait_ms`` have passed; then it runs the model once in a worker
-thread and hands each request its rows. A lone request never waits. A full queue sheds load at once (:class:`Overloaded`)
-instead of letting latency grow without bound.
+thread and hands each request its rows. A lone request never waits. A full backlog (requests preparing plus
+windows queued) sheds load at once (:class:`Overloaded`) instead of letting latency grow without bound.
 """
 
 from __future__ import annotations
@@ -55,7 +55,14 @@ class MicroBatcher:
 
     @contextmanager
     def incoming(self):
-        """Marks a request that is preparing its windows and will submit soon: worth waiting for."""
+        """Admits a request that will prepare its windows and submit soon (worth waiting for), or sheds it.
+
+        Requests still decoding count against ``max_queue`` (as one window each) together with the queued
+        windows, so the backlog in front of the preprocessing threads is bounded too, not just the model's.
+        """
+        if self._incoming + self._queued_windows >= self.max_queue:
+            raise Overloaded(f"{self._incoming} requests preparing and {self._queued_windows} windows queued "
+                             f"(limit {self.max_queue})")
         self._incoming += 1
         try:
             yield
@@ -81,7 +88,7 @@ class MicroBatcher:
 
     async def submit(self, features: np.ndarray) -> BatchResult:
         windows = len(features)
-        if self._queued_windows + windows > self.max_queue:
+        if self._queued_windows and self._queued_windows + windows > self.max_queue:  # a long clip alone still fits
             raise Overloaded(f"{self._queued_windows} windows already queued (limit {self.max_queue})")
         pending = _Pending(features, asyncio.get_running_loop().create_future())
         self._queued_windows += windows

@@ -29,7 +29,8 @@ class Settings(BaseSettings):
 
     max_batch_size: int = Field(16, ge=1, description="most model windows in one forward pass")
     max_wait_ms: float = Field(2.0, ge=0, description="how long a forward pass waits to fill its batch")
-    max_queue: int = Field(256, ge=1, description="windows waiting for the model before requests are shed with 503")
+    max_queue: int = Field(64, ge=1, description="backlog (requests being decoded + windows waiting for the model) "
+                                                 "beyond which requests are shed with 503 + Retry-After")
     intra_op_threads: int = Field(2, ge=1)
     inter_op_threads: int = Field(1, ge=1)
     preprocess_threads: int = Field(4, ge=1, description="threads for decoding and features, off the event loop")

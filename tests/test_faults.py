@@ -1,0 +1,120 @@
+"""Faults: overload sheds with 503 + Retry-After, SIGTERM under load drains, a bad model file stops start-up."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+import numpy as np
+import pytest
+import soundfile
+
+from tests.servers import REPO, running_server
+
+
+def wav(seconds: float, seed: int = 0) -> bytes:
+    rng = np.random.default_rng(seed)
+    buffer = io.BytesIO()
+    soundfile.write(buffer, (0.1 * rng.standard_normal(int(16000 * seconds))).astype(np.float32), 16000, format="WAV")
+    return buffer.getvalue()
+
+
+async def post_many(base: str, clip: bytes, count: int) -> list[httpx.Response | Exception]:
+    async with httpx.AsyncClient(base_url=base, timeout=60, limits=httpx.Limits(max_connections=count)) as client:
+        async def one():
+            try:
+                return await client.post("/v1/recognize", files={"file": ("clip.wav", clip, "audio/wav")})
+            except httpx.HTTPError as error:
+                return error
+
+        return await asyncio.gather(*(one() for _ in range(count)))
+
+
+def test_a_full_backlog_sheds_with_503_and_retry_after_then_recovers():
+    with running_server(max_queue="4", max_batch_size="1", preprocess_threads="1") as server:
+        responses = asyncio.run(post_many(server.base, wav(1.0), 40))
+        statuses = [r.status_code for r in responses if isinstance(r, httpx.Response)]
+        assert len(statuses) == 40, [r for r in responses if not isinstance(r, httpx.Response)]
+        shed = [r for r in responses if r.status_code == 503]
+        assert shed and statuses.count(200) >= 4, statuses  # some served, the excess refused at once
+        assert set(statuses) <= {200, 503}
+        for response in shed:
+            assert response.headers["retry-after"] == "1"
+            assert response.json()["error"]["code"] == "overloaded"
+        assert httpx.get(f"{server.base}/readyz").status_code == 200
+        after = httpx.post(f"{server.base}/v1/recognize", files={"file": ("clip.wav", wav(1.0), "audio/wav")})
+        assert after.status_code == 200
+        metrics = httpx.get(f"{server.base}/metrics").text
+        assert 'status="503"' in metrics
+
+
+def test_sigterm_under_load_finishes_in_flight_requests_refuses_new_ones_and_exits_0():
+    clip = wav(10.0)  # 37 windows each: the requests are still being served when the signal lands
+    with running_server(max_batch_size="4", preprocess_threads="1", max_queue="1000") as server:
+        async def scenario():
+            in_flight = asyncio.create_task(post_many(server.base, clip, 12))
+            await asyncio.sleep(0.5)
+            os.kill(server.pid, signal.SIGTERM)
+            signalled = time.monotonic()
+            await asyncio.sleep(0.3)
+            try:
+                async with httpx.AsyncClient(timeout=5) as fresh:
+                    late = await fresh.post(f"{server.base}/v1/recognize", files={"file": ("c.wav", wav(1.0), "audio/wav")})
+                    late_outcome = late.status_code
+            except httpx.HTTPError as error:
+                late_outcome = type(error).__name__
+            responses = await in_flight
+            return responses, signalled, late_outcome, time.monotonic()
+
+        responses, signalled, late_outcome, finished = asyncio.run(scenario())
+        exit_code = server.process.wait(timeout=30)
+        output = server.process.stdout.read()
+    assert [getattr(r, "status_code", r) for r in responses] == [200] * 12
+    assert finished - signalled > 0.3  # answers were still arriving after SIGTERM: they really were in flight
+    assert late_outcome in ("ConnectError", 503), late_outcome  # refused: socket closed, or not ready
+    assert exit_code == 0, output
+
+
+def onnx_file(tmp_path, kind: str):
+    path = tmp_path / f"{kind}.onnx"
+    if kind == "corrupt":
+        path.write_bytes(os.urandom(4096))
+    elif kind == "truncated":
+        path.write_bytes((REPO / "service" / "models" / "kws10.onnx").read_bytes()[:100_000])
+    elif kind in ("wrong_shape", "no_metadata"):
+        import onnx
+        from onnx import TensorProto, helper
+
+        mels = 64 if kind == "wrong_shape" else 40
+        graph = helper.make_graph(
+            [helper.make_node("ReduceMean", ["features"], ["scores"], axes=[2], keepdims=0)], "g",
+            [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", mels, "time"])],
+            [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", mels])])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+        if kind == "wrong_shape":
+            features = '{"sample_rate": 16000, "n_mels": 40}'
+            model.metadata_props.extend([onnx.StringStringEntryProto(key="labels", value='["a", "b"]'),
+                                         onnx.StringStringEntryProto(key="feature_config", value=features)])
+        onnx.save(model, path)
+    return path
+
+
+@pytest.mark.parametrize("kind, problem", [
+    ("missing", "does not exist"),
+    ("corrupt", "could not be loaded"),
+    ("truncated", "could not be loaded"),
+    ("no_metadata", "lacks delay-SNN metadata"),
+    ("wrong_shape", "expected input 'features'"),
+])
+def test_a_bad_model_file_stops_start_up_with_the_file_and_problem_named(tmp_path, kind, problem):
+    path = tmp_path / "missing.onnx" if kind == "missing" else onnx_file(tmp_path, kind)
+    result = subprocess.run([sys.executable, "-m", "service.cli", "--port", "0", "--model", str(path)], cwd=REPO,
+                            capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert result.returncode == 2
+    assert str(path) in result.stderr and problem in result.stderr, result.stderr
