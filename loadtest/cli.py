@@ -4,13 +4,16 @@ Examples (a server from ``kws-serve`` or the container on :8000):
 
   kws-loadtest --rate 40 --duration 30                  open loop: Poisson arrivals at 40 req/s
   kws-loadtest --concurrency 8 --duration 30            closed loop: 8 clients back to back
-  kws-loadtest --sweep 10,20,40,60,80,100 --plot sweep.png --json sweep.json
+  kws-loadtest --sweep 25,50,100,150,200,250 --plot sweep.png --json sweep.json
                                                         latency percentiles against offered load, saturation
-                                                        marked, then p99 at 50 % and 90 % of saturation
+                                                        marked, then p99 at 50 % and 90 % of saturation; stops
+                                                        after two rates in a row that were not sustained
   kws-loadtest --clips ../shared/data/gsc --rate 20     send real recordings instead of generated clips
 
 Open-loop latency runs from each request's scheduled send time, so a stalled server cannot hide its tail
 (no coordinated omission). Throughput counts successful (200) responses; errors are listed by status.
+Requests are encoded once and sent over a lean keep-alive HTTP/1.1 pool, so the generator itself stays
+far below the server's cost per request (it still shares the machine's CPU when run beside the server).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from pathlib import Path
 import httpx
 
 from loadtest.clips import generated_clips, load_clips
-from loadtest.report import plot_sweep, saturation, stage_table, summarize, table
+from loadtest.report import plot_sweep, saturation, stage_table, summarize, sustains, table
 from loadtest.runner import Sender, closed_loop, open_loop, wall_clock
 
 
@@ -61,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="with --sweep: afterwards, run at these fractions of the saturation throughput (default 0.5,0.9)")
     parser.add_argument("--duration", type=positive(float), default=20.0, help="measured seconds per run (default %(default)s)")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of load before measuring (default %(default)s)")
+    parser.add_argument("--settle", type=float, default=2.0,
+                        help="seconds of quiet between the runs of a sweep, so one run's backlog cannot leak into the next")
     parser.add_argument("--clips", type=Path, help="folder of audio files to send (default: generated 1 s WAV clips)")
     parser.add_argument("--max-clips", type=positive(int), default=200, help="most files read from --clips (default %(default)s)")
     parser.add_argument("--timeout", type=positive(float), default=30.0, help="per-request timeout in seconds (default %(default)s)")
@@ -111,7 +116,15 @@ async def run(args: argparse.Namespace) -> dict:
             return summary
 
         if args.sweep:
-            sweep = [await measure(rate=rate) for rate in args.sweep]
+            sweep = []
+            for rate in args.sweep:
+                if len(sweep) >= 2 and not any(sustains(s) for s in sweep[-2:]):
+                    print(f"two rates in a row were not sustained: the sweep stops before {rate:g} req/s",
+                          file=sys.stderr)
+                    break
+                if sweep:
+                    await asyncio.sleep(args.settle)
+                sweep.append(await measure(rate=rate))
             point = saturation(sweep)
             report["saturation"] = None if point is None else {
                 "offered_rps": point["offered_rps"], "throughput_rps": point["throughput_rps"],
@@ -119,6 +132,7 @@ async def run(args: argparse.Namespace) -> dict:
             report["at_fractions"] = []
             if point is not None:
                 for fraction in args.at_fractions:
+                    await asyncio.sleep(args.settle)
                     summary = await measure(rate=fraction * point["throughput_rps"])
                     report["at_fractions"].append({"fraction": fraction, **summary})
             report["sweep"] = sweep

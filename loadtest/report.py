@@ -45,6 +45,7 @@ def summarize(result: RunResult) -> dict[str, Any]:
         "throughput_rps": len(ok) / span if span > 0 else 0.0,
         "error_rate": (len(outcomes) - len(ok)) / len(outcomes) if outcomes else 0.0,
         "status_counts": dict(sorted(statuses.items())),
+        "shed_with_retry_after": sum(o.status == "503" and o.retry_after is not None for o in outcomes),
         "latency_ms": percentiles([o.latency_ms for o in ok]),
         "server_latency_ms": stages,
     }

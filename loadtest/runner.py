@@ -8,13 +8,15 @@ been sent meanwhile — the client cannot hold back the next request and hide it
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from dataclasses import dataclass, field
+from typing import Self
 
-import httpx
 import numpy as np
 
 from loadtest.clips import Clip
+from loadtest.http import ConnectionPool, multipart_request
 
 ENDPOINT = "/v1/recognize"
 
@@ -23,8 +25,9 @@ ENDPOINT = "/v1/recognize"
 class Outcome:
     scheduled: float  # when the request was due (open loop) or sent (closed loop), seconds on the run's clock
     finished: float
-    status: str  # HTTP status code, or "timeout" / "connection_error" / "protocol_error"
+    status: str  # HTTP status code, or "timeout" / "connection_error" / "invalid_json"
     server_latency_ms: dict[str, float] | None = None
+    retry_after: str | None = None  # the header, on 503s
 
     @property
     def latency_ms(self) -> float:
@@ -51,37 +54,36 @@ def poisson_schedule(rate: float, duration: float, rng: np.random.Generator) -> 
 
 
 class Sender:
-    """One HTTP client and the clips; ``send`` posts one clip and classifies what came back."""
+    """The clips as ready-made requests and a pool of connections; ``send`` posts one and classifies the answer."""
 
     def __init__(self, base_url: str, clips: list[Clip], timeout_s: float, max_connections: int,
                  headers: dict[str, str] | None = None, top_k: int = 3) -> None:
-        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
-        self.client = httpx.AsyncClient(base_url=base_url, timeout=httpx.Timeout(timeout_s), limits=limits,
-                                        headers=headers or {})
-        self.clips, self.top_k = clips, top_k
+        self.pool = ConnectionPool(base_url, max_connections)
+        self.timeout_s = timeout_s
+        self.requests = [multipart_request(base_url, f"{ENDPOINT}?top_k={top_k}", "file", clip.name, clip.data,
+                                           clip.content_type, headers) for clip in clips]
 
-    async def __aenter__(self) -> "Sender":
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *_) -> None:
-        await self.client.aclose()
+        await self.pool.close()
 
-    async def send(self, index: int) -> tuple[str, dict[str, float] | None]:
-        clip = self.clips[index % len(self.clips)]
+    async def send(self, index: int) -> tuple[str, dict[str, float] | None, str | None]:
+        """(status, the server's latency_ms on success, Retry-After if given)."""
         try:
-            response = await self.client.post(ENDPOINT, params={"top_k": self.top_k},
-                                              files={"file": (clip.name, clip.data, clip.content_type)})
-        except httpx.TimeoutException:
-            return "timeout", None
-        except httpx.TransportError as error:
-            return ("protocol_error" if isinstance(error, httpx.ProtocolError) else "connection_error"), None
+            reply = await self.pool.exchange(self.requests[index % len(self.requests)], self.timeout_s)
+        except TimeoutError:
+            return "timeout", None, None
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
+            return "connection_error", None, None
         server = None
-        if response.status_code == 200:
+        if reply.status == 200:
             try:
-                server = response.json().get("latency_ms")
+                server = json.loads(reply.body).get("latency_ms")
             except ValueError:
-                return "invalid_json", None
-        return str(response.status_code), server
+                return "invalid_json", None, None
+        return str(reply.status), server, reply.headers.get("retry-after")
 
     async def warm_up(self, requests: int) -> None:
         await asyncio.gather(*(self.send(i) for i in range(requests)))
@@ -94,9 +96,9 @@ async def open_loop(sender: Sender, rate: float, duration: float, warmup: float 
     outcomes: list[Outcome] = []
 
     async def one(index: int, due: float) -> None:
-        status, server = await sender.send(index)
+        status, server, retry_after = await sender.send(index)
         if due - start >= warmup:
-            outcomes.append(Outcome(due - start - warmup, loop.time() - start - warmup, status, server))
+            outcomes.append(Outcome(due - start - warmup, loop.time() - start - warmup, status, server, retry_after))
 
     start = loop.time()
     tasks = []
@@ -119,9 +121,9 @@ async def closed_loop(sender: Sender, concurrency: int, duration: float, warmup:
 
     async def client() -> None:
         while (sent := loop.time()) < end:
-            status, server = await sender.send(next(counter))
+            status, server, retry_after = await sender.send(next(counter))
             if sent - start >= warmup:
-                outcomes.append(Outcome(sent - start - warmup, loop.time() - start - warmup, status, server))
+                outcomes.append(Outcome(sent - start - warmup, loop.time() - start - warmup, status, server, retry_after))
 
     await asyncio.gather(*(client() for _ in range(concurrency)))
     return RunResult("closed", None, concurrency, duration, outcomes)

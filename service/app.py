@@ -233,6 +233,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI):
         from concurrent.futures import ThreadPoolExecutor
 
+        from threadpoolctl import threadpool_limits
+
+        # numpy's BLAS gets one thread per caller: the service already runs requests in parallel
+        # (preprocessing threads, the ONNX session), and OpenBLAS's own spinning pool on top of them
+        # oversubscribed the cores: features took 11 ms instead of 0.7 and throughput collapsed under overload.
+        threadpool_limits(limits=1, user_api="blas")
+
         state.model = KeywordModel.load(settings.model_path, settings.intra_op_threads, settings.inter_op_threads)
         state.preprocess = ThreadPoolExecutor(settings.preprocess_threads, thread_name_prefix="preprocess")
         state.batcher = MicroBatcher(state.model.run, settings.max_batch_size, settings.max_wait_ms, settings.max_queue)
@@ -385,14 +392,16 @@ async def recognize_bytes(
 
 
 def add_routes(app: FastAPI, state: ServiceState) -> None:
-    def ready_state() -> ServiceState:
+    # Dependencies are async on purpose: FastAPI runs plain `def` dependencies in a worker thread, two
+    # thread hops per request that, under load, compete with the event loop for the GIL.
+    async def ready_state() -> ServiceState:
         if not state.ready or state.model is None:
             raise ServiceError(503, "not_ready", "the model is loading or the service is shutting down", {"Retry-After": "1"})
         return state
 
     Ready = Annotated[ServiceState, Depends(ready_state)]
 
-    def top_k_param(top_k: Annotated[int, Query(ge=1, description="how many labels to return (1..number of labels)")] = 3) -> int:
+    async def top_k_param(top_k: Annotated[int, Query(ge=1, description="how many labels to return (1..number of labels)")] = 3) -> int:
         if state.model is not None and top_k > len(state.model.labels):
             raise ServiceError(422, "invalid_top_k", f"top_k must be between 1 and {len(state.model.labels)}, got {top_k}")
         return top_k

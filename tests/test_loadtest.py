@@ -151,3 +151,36 @@ def test_locustfile_runs_headless_without_failures(server, tmp_path):
         rows = {row["Name"]: row for row in csv.DictReader(handle)}
     assert int(rows["/v1/recognize"]["Request Count"]) > 5
     assert int(rows["Aggregated"]["Failure Count"]) == 0
+
+
+def test_connection_pool_reads_chunked_replies_and_retries_a_closed_keep_alive_connection():
+    """Against a small real HTTP server that answers chunked and closes each connection after one reply."""
+    from loadtest.http import ConnectionPool, multipart_request
+
+    async def scenario():
+        seen = []
+
+        async def handle(reader, writer):
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int([line for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")][0].split(b":")[1])
+            seen.append(await reader.readexactly(length))
+            writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nRetry-After: 7\r\n\r\n"
+                         b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
+            await writer.drain()
+            writer.close()  # closes without saying "Connection: close": the pool must notice on reuse
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        pool = ConnectionPool(f"http://127.0.0.1:{port}", max_connections=1)
+        request = multipart_request(f"http://127.0.0.1:{port}", "/v1/recognize", "file", 'a"b.wav', b"RIFF1234", "audio/wav")
+        first = await pool.exchange(request, timeout_s=5)
+        await asyncio.sleep(0.1)
+        second = await pool.exchange(request, timeout_s=5)
+        await pool.close()
+        server.close()
+        return first, second, seen
+
+    first, second, seen = asyncio.run(scenario())
+    assert first.status == second.status == 200 and first.body == second.body == b"hello world"
+    assert first.headers["retry-after"] == "7"
+    assert len(seen) == 2 and b'filename="a_b.wav"' in seen[0] and b"RIFF1234" in seen[0]

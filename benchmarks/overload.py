@@ -1,0 +1,106 @@
+"""Overload: open-loop load at 3x the saturation rate, then back to normal.
+
+    python -m benchmarks.overload [--saturation RPS] [--factor 3] [--overload-seconds 20]
+
+Phases on one kws-serve (one worker), with no gap between them: 50 % of saturation (baseline), FACTOR x
+saturation (overload), 50 % again (recovery). Reports how the bounded backlog sheds (503 + Retry-After), the
+p99 of the requests it accepted, that the server stays up, and how many seconds after the load drops the
+latency is back to the baseline. The saturation rate defaults to the one in
+benchmarks/results/loadtest-1-worker.json (python -m benchmarks.workers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from benchmarks.server import REPO, kws_serve, resident_mb
+from loadtest.clips import generated_clips, load_clips
+from loadtest.report import summarize
+from loadtest.runner import Outcome, Sender, open_loop
+
+RESULTS = REPO / "benchmarks" / "results"
+
+
+def saturation_from_results() -> float:
+    path = RESULTS / "loadtest-1-worker.json"
+    if not path.exists():
+        raise SystemExit(f"no {path}: run python -m benchmarks.workers first, or pass --saturation")
+    return json.loads(path.read_text())["saturation"]["throughput_rps"]
+
+
+def recovery_seconds(outcomes: list[Outcome], normal_p99_ms: float, window: float = 1.0) -> float | None:
+    """Seconds from the load drop until every later 1-s window of requests has p99 within 1.5x the baseline p99."""
+    ends = np.arange(window, max(o.scheduled for o in outcomes) + window, window)
+    healthy = []
+    for end in ends:
+        latencies = [o.latency_ms for o in outcomes if end - window <= o.scheduled < end and o.status == "200"]
+        errors = [o for o in outcomes if end - window <= o.scheduled < end and o.status != "200"]
+        healthy.append(bool(latencies) and not errors and np.percentile(latencies, 99) <= 1.5 * normal_p99_ms)
+    for index in range(len(ends)):
+        if all(healthy[index:]):
+            return float(ends[index] - window)
+    return None
+
+
+async def run(base: str, pid: int, clips, saturation: float, factor: float, overload_seconds: float) -> dict:
+    async with Sender(base, clips, timeout_s=30, max_connections=2000) as sender:
+        await sender.warm_up(4)
+        rss_before = resident_mb(pid)
+        baseline = await open_loop(sender, 0.5 * saturation, 15.0, warmup=2.0, seed=1)
+        overload = await open_loop(sender, factor * saturation, overload_seconds, warmup=0.0, seed=2)
+        recovery = await open_loop(sender, 0.5 * saturation, 20.0, warmup=0.0, seed=3)
+        rss_after = resident_mb(pid)
+    async with httpx.AsyncClient(base_url=base) as client:
+        ready = (await client.get("/readyz")).status_code
+    normal = summarize(baseline)
+    overloaded = summarize(overload)
+    recovered = summarize(recovery)
+    return {
+        "saturation_rps": saturation, "factor": factor,
+        "baseline": normal, "overload": overloaded, "recovery": recovered,
+        "overload_503_share": overloaded["status_counts"].get("503", 0) / max(1, overloaded["requests"]),
+        "overload_503_with_retry_after": overloaded["shed_with_retry_after"],
+        "overload_accepted_p99_ms": overloaded["latency_ms"]["p99"],
+        "recovery_seconds": recovery_seconds(recovery.outcomes, normal["latency_ms"]["p99"]),
+        "ready_after": ready, "resident_mb": {"before": rss_before, "after": rss_after},
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--saturation", type=float, help="saturation throughput, req/s (default: from the workers benchmark)")
+    parser.add_argument("--factor", type=float, default=3.0, help="overload as a multiple of saturation (default %(default)s)")
+    parser.add_argument("--overload-seconds", type=float, default=20.0)
+    parser.add_argument("--clips", type=Path, default=REPO.parent / "shared" / "data" / "gsc" / "yes")
+    parser.add_argument("--json", type=Path, default=RESULTS / "overload.json")
+    args = parser.parse_args(argv)
+    saturation = args.saturation or saturation_from_results()
+    clips = load_clips(args.clips, 200) if args.clips.is_dir() else generated_clips(64)
+    with kws_serve() as (base, process):
+        report = asyncio.run(run(base, process.pid, clips, saturation, args.factor, args.overload_seconds))
+        report["server_alive"] = process.poll() is None
+    over = report["overload"]
+    print(f"saturation {saturation:.1f} req/s; overload at {args.factor:g}x = {over['offered_rps']:.1f} req/s "
+          f"for {args.overload_seconds:g} s")
+    print(f"  baseline (50 %): p50 {report['baseline']['latency_ms']['p50']:.1f} ms, p99 {report['baseline']['latency_ms']['p99']:.1f} ms")
+    print(f"  overload: statuses {over['status_counts']}; {100 * report['overload_503_share']:.1f} % shed with 503, "
+          f"{report['overload_503_with_retry_after']} of them with Retry-After; goodput {over['throughput_rps']:.1f} req/s; "
+          f"p99 of accepted {report['overload_accepted_p99_ms']:.1f} ms")
+    print(f"  recovery (50 %): back to baseline latency {report['recovery_seconds']} s after the load dropped; "
+          f"p99 {report['recovery']['latency_ms']['p99']:.1f} ms; errors {report['recovery']['status_counts']}")
+    print(f"  server alive: {report['server_alive']}, /readyz {report['ready_after']}, resident "
+          f"{report['resident_mb']['before']:.0f} -> {report['resident_mb']['after']:.0f} MB")
+    for phase in ("baseline", "overload", "recovery"):
+        report[phase].pop("outcomes", None)
+    args.json.write_text(json.dumps(report, indent=1))
+    return 0 if report["server_alive"] and report["ready_after"] == 200 else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
