@@ -1,6 +1,6 @@
 """Service throughput and latency against the in-process pipeline, and against a PyTorch-serving baseline.
 
-    python -m benchmarks.service [--requests 400] [--clips ../shared/data/gsc]
+    python -m benchmarks.service [--requests 400] [--seconds 10] [--clips ../shared/data/gsc]
 
 In one run on this machine:
   1. in-process pipeline, no HTTP: decode + features + ONNX model, one clip at a time (2 threads);
@@ -17,7 +17,6 @@ import asyncio
 import io
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,6 +25,8 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+
+from benchmarks.server import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -51,12 +52,6 @@ if __name__ == "__main__":
     import uvicorn
     uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning")
 '''
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def load_clips(root: Path | None, count: int) -> list[bytes]:
@@ -103,27 +98,21 @@ def summary(name: str, concurrency: int, throughput: float, latencies: list[floa
             "p50_ms": float(np.percentile(array, 50)), "p99_ms": float(np.percentile(array, 99)), "errors": errors}
 
 
-async def closed_loop(base: str, clips: list[bytes], concurrency: int, total: int) -> tuple[float, list[float], int]:
-    latencies: list[float] = []
-    errors = 0
-    counter = iter(range(total))
+def closed_loop(base: str, clips: list[bytes], concurrency: int, seconds: float) -> tuple[float, list[float], int]:
+    """kws-loadtest's closed loop (lean HTTP/1.1 client): throughput, latencies of the successes, errors."""
+    from loadtest.clips import Clip
+    from loadtest.runner import Sender
+    from loadtest.runner import closed_loop as run_closed_loop
 
-    async def client(http: httpx.AsyncClient) -> None:
-        nonlocal errors
-        for i in counter:
-            t0 = time.perf_counter()
-            response = await http.post("/v1/recognize", files={"file": ("clip.flac", clips[i % len(clips)], "audio/flac")})
-            latencies.append(1000 * (time.perf_counter() - t0))
-            errors += response.status_code != 200
+    async def run():
+        requests = [Clip(f"clip-{i}.flac", data, "audio/flac") for i, data in enumerate(clips)]
+        async with Sender(base, requests, timeout_s=120, max_connections=concurrency) as sender:
+            await sender.warm_up(concurrency)
+            return await run_closed_loop(sender, concurrency, seconds, warmup=1.0)
 
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=base, timeout=60, limits=limits) as http:
-        for clip in clips[:concurrency]:  # warm connections
-            await http.post("/v1/recognize", files={"file": ("clip.flac", clip, "audio/flac")})
-        started = time.perf_counter()
-        await asyncio.gather(*(client(http) for _ in range(concurrency)))
-        elapsed = time.perf_counter() - started
-    return total / elapsed, latencies, errors
+    result = asyncio.run(run())
+    ok = [o.latency_ms for o in result.outcomes if o.status == "200"]
+    return len(ok) / max(o.finished for o in result.outcomes), ok, len(result.outcomes) - len(ok)
 
 
 def start(command: list[str], base: str, env: dict) -> subprocess.Popen:
@@ -144,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", type=Path, default=REPO / "service" / "models" / "kws10.onnx")
     parser.add_argument("--checkpoint", type=Path, default=REPO / "artifacts" / "kws10" / "model.pt")
     parser.add_argument("--clips", type=Path, default=REPO.parent / "shared" / "data" / "gsc")
-    parser.add_argument("--requests", type=int, default=400)
+    parser.add_argument("--requests", type=int, default=400, help="in-process pipeline: clips to time")
+    parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per HTTP setting")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     clips = load_clips(args.clips if args.clips.exists() else None, 64)
@@ -156,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     server = start([sys.executable, "-m", "service.cli", "--port", str(port), "--model", str(args.model)], base, env)
     try:
         for concurrency in (1, 4, 16):
-            throughput, latencies, errors = asyncio.run(closed_loop(base, clips, concurrency, args.requests))
+            throughput, latencies, errors = closed_loop(base, clips, concurrency, args.seconds)
             rows.append(summary("kws-serve (ONNX, micro-batching)", concurrency, throughput, latencies, errors))
     finally:
         server.terminate()
@@ -169,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         base = f"http://127.0.0.1:{port}"
         baseline = start([sys.executable, script.name, str(args.checkpoint), str(port)], base, env)
         try:
-            throughput, latencies, errors = asyncio.run(closed_loop(base, clips, 16, max(64, args.requests // 4)))
+            throughput, latencies, errors = closed_loop(base, clips, 16, args.seconds)
             rows.append(summary("PyTorch checkpoint in FastAPI", 16, throughput, latencies, errors))
         finally:
             baseline.terminate()
