@@ -82,9 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     saturation = args.saturation or saturation_from_results()
     clips = load_clips(args.clips, 200) if args.clips.is_dir() else generated_clips(64)
-    with kws_serve() as (base, process):
-        report = asyncio.run(run(base, process.pid, clips, saturation, args.factor, args.overload_seconds))
-        report["server_alive"] = process.poll() is None
+    with kws_serve() as server:
+        report = asyncio.run(run(server.base, server.pid, clips, saturation, args.factor, args.overload_seconds))
+        report["server_alive"] = server.process.poll() is None
     over = report["overload"]
     print(f"saturation {saturation:.1f} req/s; overload at {args.factor:g}x = {over['offered_rps']:.1f} req/s "
           f"for {args.overload_seconds:g} s")

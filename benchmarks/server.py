@@ -1,4 +1,7 @@
-"""A kws-serve process for the benchmarks: started on a free loopback port, waited for, stopped."""
+"""A real kws-serve process on a free loopback port: started, waited for, stopped.
+
+The one implementation used by the benchmarks and the tests (tests/servers.py re-exports it).
+"""
 
 from __future__ import annotations
 
@@ -9,11 +12,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
 REPO = Path(__file__).resolve().parents[1]
+READY_TIMEOUT_S = 120.0  # generous: start-up loads the model on a shared 2-core machine
 
 
 def free_port() -> int:
@@ -36,27 +41,54 @@ def resident_mb(pid: int) -> float:
     return total_kb / 1024
 
 
+def wait_until_ready(base: str, process: subprocess.Popen | None = None, timeout: float = READY_TIMEOUT_S,
+                     headers: dict[str, str] | None = None) -> None:
+    """Polls ``BASE/readyz`` until it answers 200. Fails early when ``process`` (if given) exits, showing its
+    output when that was captured; stopping a process that never got ready is left to its owner."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/readyz", timeout=2, headers=headers).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if process is not None and process.poll() is not None:
+            output = process.stdout.read() if process.stdout else ""
+            raise RuntimeError(f"kws-serve exited with {process.returncode} during start-up:\n{output}")
+        time.sleep(0.1)
+    raise RuntimeError(f"{base} did not become ready within {timeout:g} s")
+
+
+@dataclass
+class RunningServer:
+    base: str  # http://127.0.0.1:PORT
+    port: int
+    process: subprocess.Popen  # stdout carries the server's stdout + stderr when started with capture_output
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+
 @contextlib.contextmanager
-def kws_serve(*args: str, **settings: str) -> Iterator[tuple[str, subprocess.Popen]]:
-    """``python -m service.cli ARGS`` with KWS_<NAME>=value settings; yields (base URL, process) once ready."""
+def kws_serve(*args: str, capture_output: bool = False, **settings: str) -> Iterator[RunningServer]:
+    """``python -m service.cli --port P ARGS`` with each setting as ``KWS_<NAME>=value``; yields it once ready,
+    terminates it (then kills it) at the end.
+
+    Inherited KWS_* variables are dropped, so the server runs with exactly these settings (and log level
+    warning unless given). ``capture_output`` pipes its stdout + stderr to ``process.stdout`` (text), shown
+    when the start fails; left unread, a chatty server could fill the pipe, hence off by default."""
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(REPO), "KWS_LOG_LEVEL": "warning",
-           **{f"KWS_{k.upper()}": str(v) for k, v in settings.items()}}
+    env = {name: value for name, value in os.environ.items() if not name.startswith("KWS_")}
+    env.update({"PYTHONPATH": str(REPO), "KWS_LOG_LEVEL": "warning",
+                **{f"KWS_{name.upper()}": str(value) for name, value in settings.items()}})
     process = subprocess.Popen([sys.executable, "-m", "service.cli", "--port", str(port), *args], cwd=REPO, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
+                               stdout=subprocess.PIPE if capture_output else subprocess.DEVNULL,
+                               stderr=subprocess.STDOUT, text=True)
+    server = RunningServer(f"http://127.0.0.1:{port}", port, process)
     try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if process.poll() is not None or time.time() > deadline:
-                raise RuntimeError(f"kws-serve {' '.join(args)} did not become ready")
-            time.sleep(0.2)
-        yield base, process
+        wait_until_ready(server.base, process)
+        yield server
     finally:
         if process.poll() is None:
             process.terminate()
@@ -64,3 +96,6 @@ def kws_serve(*args: str, **settings: str) -> Iterator[tuple[str, subprocess.Pop
                 process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 process.kill()
+                process.wait()
+        if process.stdout:
+            process.stdout.close()

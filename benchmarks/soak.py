@@ -75,9 +75,9 @@ def main(argv: list[str] | None = None) -> int:
         saturation = args.saturation or json.loads((RESULTS / "loadtest-1-worker.json").read_text())["saturation"]["throughput_rps"]
         rate = args.fraction * saturation
     clips = load_clips(args.clips, 200) if args.clips.is_dir() else generated_clips(64)
-    with kws_serve() as (base, process):
-        report = asyncio.run(soak(base, process.pid, clips, rate, 60 * args.minutes, 60 * args.warmup_minutes))
-        report["server_alive"] = process.poll() is None
+    with kws_serve() as server:
+        report = asyncio.run(soak(server.base, server.pid, clips, rate, 60 * args.minutes, 60 * args.warmup_minutes))
+        report["server_alive"] = server.process.poll() is None
     summary, memory = report["summary"], report["resident_mb"]
     print(f"soak: {args.minutes:g} min at {rate:.1f} req/s after {args.warmup_minutes:g} min warm-up: "
           f"{summary['requests']} requests, statuses {summary['status_counts']}, "

@@ -38,8 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     for workers in [int(w) for w in args.workers.split(",")]:
         threads = max(1, args.threads // workers)
         name = f"loadtest-{workers}-worker{'s' if workers > 1 else ''}"
-        with kws_serve("--workers", str(workers), intra_op_threads=str(threads)) as (base, _):
-            command = [sys.executable, "-m", "loadtest.cli", "--url", base, "--sweep", args.rates,
+        with kws_serve("--workers", str(workers), intra_op_threads=str(threads)) as server:
+            command = [sys.executable, "-m", "loadtest.cli", "--url", server.base, "--sweep", args.rates,
                        "--duration", str(args.duration), "--json", str(RESULTS / f"{name}.json"),
                        "--plot", str(RESULTS / f"{name}.png")]
             if args.clips.is_dir():

@@ -7,13 +7,14 @@ the user, the health check and a clean exit on SIGTERM. Skips with the reason wh
 from __future__ import annotations
 
 import csv
+import os
 import subprocess
 import time
 
 import httpx
 import pytest
 
-from tests.servers import REPO, free_port
+from tests.servers import REPO, free_port, wait_until_ready
 
 pytestmark = [pytest.mark.container, pytest.mark.slow]
 
@@ -22,8 +23,6 @@ SIZE_BAR_MB = 500  # issue 5: the image must stay under 500 MB
 
 
 def container_sh(*args: str, timeout: float = 120, check: bool = True, env: dict | None = None):
-    import os
-
     return subprocess.run([str(REPO / "scripts" / "container.sh"), *args], cwd=REPO, capture_output=True, text=True,
                           timeout=timeout, check=check, env={**os.environ, **(env or {})})
 
@@ -38,24 +37,25 @@ def image() -> str:
     return tool.stdout.strip()
 
 
-@pytest.fixture(scope="module")
-def container(image):
+def start_container() -> tuple[str, str]:
+    """Runs the image read-only on a free port; returns (container id, base URL) once its /readyz answers 200.
+    A container that never gets ready is removed and its logs shown."""
     port = free_port()
     run = container_sh("run", TAG, "--read-only", env={"KWS_CONTAINER_PORT": str(port)}, timeout=120)
     container_id = run.stdout.strip().splitlines()[-1]
     base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    else:
+    try:
+        wait_until_ready(base, timeout=120)
+    except RuntimeError as error:
         logs = container_sh("engine", "logs", container_id, check=False)
         container_sh("engine", "rm", "-f", container_id, check=False)
-        raise AssertionError(f"container never became ready:\n{logs.stdout[-3000:]}{logs.stderr[-3000:]}")
+        raise AssertionError(f"container never became ready:\n{logs.stdout[-3000:]}{logs.stderr[-3000:]}") from error
+    return container_id, base
+
+
+@pytest.fixture(scope="module")
+def container(image):
+    container_id, base = start_container()
     yield container_id, base
     container_sh("engine", "rm", "-f", container_id, check=False, timeout=60)
 
@@ -111,17 +111,8 @@ def test_recognizes_real_clips(container, data_dir):
 
 
 def test_sigterm_exits_cleanly_within_ten_seconds(image):
-    port = free_port()
-    run = container_sh("run", TAG, "--read-only", env={"KWS_CONTAINER_PORT": str(port)}, timeout=120)
-    container_id = run.stdout.strip().splitlines()[-1]
+    container_id, _ = start_container()
     try:
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.5)
         container_sh("engine", "kill", "--signal", "TERM", container_id)
         started = time.time()
         code = container_sh("engine", "wait", container_id, timeout=30).stdout.strip().splitlines()[-1]

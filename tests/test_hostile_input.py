@@ -10,17 +10,13 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import socket
 import struct
-import subprocess
-import sys
 import threading
 import time
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import httpx
 import numpy as np
@@ -28,8 +24,8 @@ import pytest
 import soundfile
 
 from tests.audio_files import tone
+from tests.servers import RunningServer, kws_serve, resident_mb
 
-REPO = Path(__file__).resolve().parents[1]
 BODY_READ_TIMEOUT_S = 2.0  # the server's KWS_BODY_READ_TIMEOUT_SECONDS here (30 s by default)
 MAX_UPLOAD_BYTES = 5 * 1024 * 1024  # the default KWS_MAX_UPLOAD_BYTES
 BOUNDARY = "hostile-boundary"
@@ -284,61 +280,24 @@ CASES = [
 # -- the server ----------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def resident_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
-
-
 @dataclass
-class Server:
-    base: str
-    port: int
-    process: subprocess.Popen
-    baseline_rss_mb: float = 0.0
+class Server(RunningServer):
+    baseline_rss_mb: float = 0.0  # after warm-up
 
 
 @pytest.fixture(scope="module")
 def server():
-    port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(REPO), "KWS_MAX_WAIT_MS": "5",
-           "KWS_BODY_READ_TIMEOUT_SECONDS": str(BODY_READ_TIMEOUT_S), "KWS_LOG_LEVEL": "warning"}
-    env.pop("KWS_API_KEY", None)
-    process = subprocess.Popen([sys.executable, "-m", "service.cli", "--port", str(port)], cwd=REPO, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert process.poll() is None, "the server exited during start-up"
-        time.sleep(0.1)
-    else:
-        process.kill()
-        raise AssertionError("server did not become ready")
-    running = Server(base, port, process)
-    # Warm-up: the largest legal decode (10 s, 8 channels, 192 kHz: a small FLAC of silence that decodes to
-    # 61 MB of float32) and ordinary clips, then the baseline.
-    largest = io.BytesIO()
-    soundfile.write(largest, np.zeros((192_000 * 10, 8), np.float32), 192_000, format="FLAC")
-    with httpx.Client(base_url=base, timeout=60) as http:
-        for clip in (largest.getvalue(), wav_file(tone()[:, 0])):
-            for _ in range(3):
-                assert http.post("/v1/recognize", files={"file": ("w.wav", clip, "audio/wav")}).status_code == 200
-    running.baseline_rss_mb = resident_mb(process.pid)
-    yield running
-    process.terminate()
-    process.wait(timeout=20)
+    # Output discarded rather than captured: nothing reads it, and an unread pipe must never fill up.
+    with kws_serve(max_wait_ms="5", body_read_timeout_seconds=str(BODY_READ_TIMEOUT_S)) as running:
+        # Warm-up: the largest legal decode (10 s, 8 channels, 192 kHz: a small FLAC of silence that decodes to
+        # 61 MB of float32) and ordinary clips, then the baseline.
+        largest = io.BytesIO()
+        soundfile.write(largest, np.zeros((192_000 * 10, 8), np.float32), 192_000, format="FLAC")
+        with httpx.Client(base_url=running.base, timeout=60) as http:
+            for clip in (largest.getvalue(), wav_file(tone()[:, 0])):
+                for _ in range(3):
+                    assert http.post("/v1/recognize", files={"file": ("w.wav", clip, "audio/wav")}).status_code == 200
+        yield Server(running.base, running.port, running.process, baseline_rss_mb=resident_mb(running.pid))
 
 
 def assert_json_error(response: httpx.Response, status: int, code: str, mentions: str = "") -> None:

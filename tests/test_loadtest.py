@@ -17,7 +17,14 @@ import pytest
 
 from loadtest.clips import generated_clips, load_clips
 from loadtest.report import saturation, summarize
-from loadtest.runner import Outcome, RunResult, Sender, closed_loop, open_loop, poisson_schedule
+from loadtest.runner import (
+    Outcome,
+    RunResult,
+    Sender,
+    closed_loop,
+    open_loop,
+    poisson_schedule,
+)
 from tests.servers import REPO, running_server
 
 

@@ -3,14 +3,6 @@ the schema describes (valid or not: schemathesis also breaks the schema on purpo
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
-from pathlib import Path
-
-import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
@@ -18,35 +10,15 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis.checks import not_a_server_error
 from schemathesis.generation import GenerationMode
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.servers import kws_serve
+
 EXAMPLES_PER_OPERATION = 100
 
 
 @pytest.fixture(scope="module")
 def api_schema():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "KWS_LOG_LEVEL": "warning", "KWS_MAX_WAIT_MS": "2"}
-    env.pop("KWS_API_KEY", None)
-    process = subprocess.Popen([sys.executable, "-m", "service.cli", "--port", str(port)], cwd=REPO, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert process.poll() is None, "the server exited during start-up"
-        time.sleep(0.1)
-    else:
-        process.kill()
-        raise AssertionError("server did not become ready")
-    yield schemathesis.openapi.from_url(f"{base}/openapi.json")
-    process.terminate()
-    process.wait(timeout=20)
+    with kws_serve(max_wait_ms="2") as server:  # output discarded: nothing reads it
+        yield schemathesis.openapi.from_url(f"{server.base}/openapi.json")
 
 
 def test_no_server_errors(api_schema):

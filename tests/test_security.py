@@ -4,10 +4,7 @@ and checkpoints that refuse pickled code."""
 from __future__ import annotations
 
 import io
-import os
 import pickle
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -21,18 +18,10 @@ from service.app import create_app
 from service.security import parse_origins
 from service.settings import Settings
 from tests.audio_files import tone
+from tests.servers import REPO, kws_serve
 
-REPO = Path(__file__).resolve().parents[1]
 API_KEY = "s3cret-" + uuid.uuid4().hex
 ORIGIN = "https://kws.example"
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def clip() -> bytes:
@@ -44,27 +33,8 @@ def clip() -> bytes:
 @pytest.fixture(scope="module")
 def keyed_server():
     """A real kws-serve with KWS_API_KEY and KWS_CORS_ORIGINS set."""
-    port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(REPO), "KWS_API_KEY": API_KEY, "KWS_CORS_ORIGINS": f'["{ORIGIN}"]',
-           "KWS_LOG_LEVEL": "warning"}
-    process = subprocess.Popen([sys.executable, "-m", "service.cli", "--port", str(port)], cwd=REPO, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert process.poll() is None, "the server exited during start-up"
-        time.sleep(0.1)
-    else:
-        process.kill()
-        raise AssertionError("server did not become ready")
-    yield base
-    process.terminate()
-    process.wait(timeout=20)
+    with kws_serve(api_key=API_KEY, cors_origins=f'["{ORIGIN}"]') as server:
+        yield server.base
 
 
 def recognize(base: str, headers: dict[str, str] | None = None, filename: str = "clip.wav") -> httpx.Response:

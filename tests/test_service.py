@@ -5,12 +5,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
-import os
-import socket
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import httpx
 import numpy as np
@@ -21,14 +16,7 @@ from fastapi.testclient import TestClient
 from service.app import create_app
 from service.settings import Settings
 from tests.audio_files import PYAV_FORMATS, SOUNDFILE_FORMATS, encode, tone
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.servers import running_server
 
 
 def wav_bytes(samples: np.ndarray, rate: int = 16000, subtype: str = "PCM_16") -> bytes:
@@ -57,28 +45,8 @@ def client():
 @pytest.fixture(scope="module")
 def server():
     """A real kws-serve process (uvicorn) on a free loopback port."""
-    port = free_port()
-    env = {**os.environ, "KWS_MAX_WAIT_MS": "20", "PYTHONPATH": str(REPO)}
-    process = subprocess.Popen([sys.executable, "-m", "service.cli", "--port", str(port)], cwd=REPO, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if process.poll() is not None:
-            raise AssertionError(process.stdout.read())
-        time.sleep(0.1)
-    else:
-        process.kill()
-        raise AssertionError("server did not become ready")
-    yield base, process
-    if process.poll() is None:
-        process.terminate()
-        process.wait(timeout=20)
+    with running_server(max_wait_ms="20") as running:
+        yield running
 
 
 def test_readyz_before_and_after_warm_up():
@@ -216,38 +184,34 @@ def test_openapi_documents_the_endpoints(client):
 
 
 def test_real_uvicorn_batches_concurrent_requests(server):
-    base, _ = server
     clip = wav_bytes(tone()[:, 0])
 
     async def burst() -> list[httpx.Response]:
-        async with httpx.AsyncClient(base_url=base, timeout=30) as http:
+        async with httpx.AsyncClient(base_url=server.base, timeout=30) as http:
             return await asyncio.gather(*(http.post("/v1/recognize", files={"file": ("t.wav", clip, "audio/wav")})
                                           for _ in range(24)))
 
     responses = asyncio.run(burst())
     assert all(r.status_code == 200 for r in responses)
-    histogram = httpx.get(f"{base}/v1/stats").json()["batch_size_histogram"]
+    histogram = httpx.get(f"{server.base}/v1/stats").json()["batch_size_histogram"]
     assert max(int(size) for size in histogram) > 1, histogram
     assert sum(int(size) * count for size, count in histogram.items()) == 24
 
 
 def test_real_uvicorn_refuses_oversized_chunked_upload(server):
-    base, _ = server
-
     def chunks():
         yield b'--x\r\nContent-Disposition: form-data; name="file"; filename="big.wav"\r\nContent-Type: audio/wav\r\n\r\n'
         for _ in range(64):
             yield bytes(128 * 1024)  # 8 MB of file part, with no Content-Length
 
-    response = httpx.post(f"{base}/v1/recognize", content=chunks(),
+    response = httpx.post(f"{server.base}/v1/recognize", content=chunks(),
                           headers={"content-type": "multipart/form-data; boundary=x"}, timeout=30)
     assert response.status_code == 413 and response.json()["error"]["code"] == "upload_too_large"
-    assert httpx.get(f"{base}/readyz").status_code == 200
+    assert httpx.get(f"{server.base}/readyz").status_code == 200
 
 
 @pytest.mark.data
 def test_real_validation_clips_are_recognised(server, data_dir):
-    base, _ = server
     with open(data_dir / "gsc" / "manifest.csv", newline="") as handle:
         rows = [r for r in csv.DictReader(handle) if r["split"] == "validation"]
     keywords = ["yes", "no", "up", "down", "left", "right", "stop", "go"]
@@ -256,13 +220,12 @@ def test_real_validation_clips_are_recognised(server, data_dir):
     correct = 0
     for row in chosen:
         data = (data_dir / "gsc" / row["file"]).read_bytes()
-        body = httpx.post(f"{base}/v1/recognize", files={"file": ("clip.flac", data, "audio/flac")}, timeout=30).json()
+        body = httpx.post(f"{server.base}/v1/recognize", files={"file": ("clip.flac", data, "audio/flac")}, timeout=30).json()
         expected = row["word"] if row["word"] in keywords else "_unknown_"
         correct += body["label"] == expected
     assert correct / len(chosen) >= 0.85, f"{correct}/{len(chosen)} validation clips recognised"
 
 
 def test_sigterm_shuts_down_cleanly(server):
-    _, process = server
-    process.terminate()
-    assert process.wait(timeout=20) == 0
+    server.process.terminate()
+    assert server.process.wait(timeout=20) == 0

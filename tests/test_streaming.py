@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import httpx
 import numpy as np
@@ -29,10 +25,9 @@ from service.streaming import (
     UndecodableStream,
 )
 from tests.audio_files import encode, encode_pyav, tone
-from tests.test_service import free_port
+from tests.servers import running_server
 from training.datasets import read_audio
 
-REPO = Path(__file__).resolve().parents[1]
 LABELS = ["yes", "no", "up", "down", "left", "right", "stop", "go", "_unknown_", "_silence_"]
 RATE = 16_000
 TOLERANCE_S = 0.3  # how far a detection's window may sit inside the word's extent (the hop is 0.2 s)
@@ -163,46 +158,23 @@ def test_webm_decoder_refuses_bytes_that_are_not_webm():
 # -- a real uvicorn and a real WebSocket client ---------------------------------------------------------------
 
 
-def start_server(extra_env: dict[str, str]):
-    port = free_port()
-    env = {**os.environ, "KWS_MAX_WAIT_MS": "5", "PYTHONPATH": str(REPO), **extra_env}
-    process = subprocess.Popen([sys.executable, "-m", "service.cli", "--port", str(port)], cwd=REPO, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                return f"ws://127.0.0.1:{port}/v1/stream", process
-        except httpx.HTTPError:
-            pass
-        if process.poll() is not None:
-            raise AssertionError(process.stdout.read())
-        time.sleep(0.1)
-    process.kill()
-    raise AssertionError("server did not become ready")
-
-
-def stop_server(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.terminate()
-        process.wait(timeout=20)
+def serve_stream(**settings: str):
+    """A real kws-serve on a free loopback port; yields its WebSocket URL."""
+    with running_server(max_wait_ms="5", **settings) as server:
+        yield f"ws://127.0.0.1:{server.port}/v1/stream"
 
 
 @pytest.fixture(scope="module")
 def stream_url():
-    url, process = start_server({})
-    yield url
-    stop_server(process)
+    yield from serve_stream()
 
 
 @pytest.fixture(scope="module")
 def tight_url():
     """A server with tiny limits: 2-s streams, one stream at a time, 4 KiB messages, 0.2 s of audio per message,
     3 s without a message."""
-    url, process = start_server({"KWS_STREAM_MAX_SECONDS": "2", "KWS_MAX_STREAMS": "1", "KWS_STREAM_MAX_MESSAGE_BYTES": "4096",
-                                 "KWS_STREAM_MAX_PENDING_SECONDS": "0.2", "KWS_STREAM_IDLE_SECONDS": "3"})
-    yield url
-    stop_server(process)
+    yield from serve_stream(stream_max_seconds="2", max_streams="1", stream_max_message_bytes="4096",
+                            stream_max_pending_seconds="0.2", stream_idle_seconds="3")
 
 
 def stream(url: str, messages: list[bytes | str], end: bool = True) -> tuple[list[dict], int | None]:

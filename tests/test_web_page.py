@@ -7,12 +7,7 @@ downloads a browser or driver; the browser tests skip with the reason when they 
 from __future__ import annotations
 
 import csv
-import os
 import re
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -21,8 +16,8 @@ import pytest
 import soundfile
 
 from tests.audio_files import tone
+from tests.servers import REPO, running_server
 
-REPO = Path(__file__).resolve().parents[1]
 STATIC = REPO / "service" / "static"
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 RATE = 16000
@@ -31,35 +26,10 @@ API_KEY = "page-test-key"
 WAIT_S = 60  # generous upper bounds for explicit waits on a shared 2-core machine; never a timing assertion
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def serve(**settings: str):
     """A real kws-serve process (uvicorn) on a free loopback port; yields its base URL."""
-    port = free_port()
-    env = {**os.environ, "KWS_MAX_WAIT_MS": "20", "PYTHONPATH": str(REPO), **settings}
-    process = subprocess.Popen([sys.executable, "-m", "service.cli", "--port", str(port)], cwd=REPO, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if process.poll() is not None:
-            raise AssertionError(process.stdout.read())
-        time.sleep(0.1)
-    else:
-        process.kill()
-        raise AssertionError("server did not become ready")
-    yield base
-    process.terminate()
-    process.wait(timeout=20)
+    with running_server(max_wait_ms="20", **settings) as server:
+        yield server.base
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +40,7 @@ def server():
 @pytest.fixture(scope="module")
 def keyed_server():
     """A server that wants an API key on /v1/* (the page itself stays open)."""
-    yield from serve(KWS_API_KEY=API_KEY)
+    yield from serve(api_key=API_KEY)
 
 
 def launch_chromium(profile: Path, fake_microphone: Path | None = None):
