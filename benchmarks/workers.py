@@ -55,7 +55,11 @@ def main(argv: list[str] | None = None) -> int:
     for row in summary:
         print(f"{row['workers']:>8}{row['saturation_rps'] or float('nan'):>18.1f}"
               f"{row.get('p99_at_50pct_ms') or float('nan'):>10.1f}ms{row.get('p99_at_90pct_ms') or float('nan'):>10.1f}ms")
-    (RESULTS / "loadtest-workers.json").write_text(json.dumps(summary, indent=1))
+    summary_path = RESULTS / "loadtest-workers.json"  # rows of other worker counts from earlier runs are kept
+    earlier = json.loads(summary_path.read_text()) if summary_path.exists() else []
+    measured = {row["workers"] for row in summary}
+    rows = sorted([r for r in earlier if r["workers"] not in measured] + summary, key=lambda r: r["workers"])
+    summary_path.write_text(json.dumps(rows, indent=1))
     return 0
 
 
