@@ -74,9 +74,12 @@ def load_clips(root: Path | None, count: int) -> list[bytes]:
 
 
 def in_process(clips: list[bytes], model_path: Path, repeats: int) -> dict:
+    from threadpoolctl import threadpool_limits
+
     from service.audio import AudioLimits, decode_audio
     from service.inference import KeywordModel
 
+    threadpool_limits(limits=1, user_api="blas")  # as the service does (create_app)
     model = KeywordModel.load(model_path, intra_op_threads=2)
     limits = AudioLimits(model.features.sample_rate, 0.1, 10.0, 8)
     for clip in clips[:5]:
