@@ -55,17 +55,20 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import uvicorn
 
+    from service.protocol import HeaderTimeoutProtocol
+
+    protocol = HeaderTimeoutProtocol.configure(settings.header_read_timeout_seconds)
     if args.workers > 1:
         import os
 
         os.environ.update({"KWS_" + k.upper(): str(v) for k, v in overrides.items()})
-        uvicorn.run("service.main:app", host=settings.host, port=settings.port, workers=args.workers,
+        uvicorn.run("service.main:app", host=settings.host, port=settings.port, workers=args.workers, http=protocol,
                     log_level=settings.log_level, access_log=False, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS)
         return 0
     from service.app import create_app
 
     app = create_app(settings)
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level,
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level, http=protocol,
                             access_log=False, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS)
     server = uvicorn.Server(config)
     original_exit = server.handle_exit

@@ -26,6 +26,8 @@ class Settings(BaseSettings):
     max_channels: int = Field(8, ge=1)
     body_read_timeout_seconds: float = Field(
         30.0, gt=0, description="a request body must arrive within this long (slow-loris uploads get 408)")
+    header_read_timeout_seconds: float = Field(
+        10.0, gt=0, description="a request line and headers must arrive within this long (else 408 and the connection closes)")
 
     max_batch_size: int = Field(16, ge=1, description="most model windows in one forward pass")
     max_wait_ms: float = Field(2.0, ge=0, description="how long a forward pass waits to fill its batch")

@@ -27,6 +27,7 @@ from tests.audio_files import tone
 from tests.servers import RunningServer, kws_serve, resident_mb
 
 BODY_READ_TIMEOUT_S = 2.0  # the server's KWS_BODY_READ_TIMEOUT_SECONDS here (30 s by default)
+HEADER_READ_TIMEOUT_S = 1.5  # the server's KWS_HEADER_READ_TIMEOUT_SECONDS here (10 s by default)
 MAX_UPLOAD_BYTES = 5 * 1024 * 1024  # the default KWS_MAX_UPLOAD_BYTES
 BOUNDARY = "hostile-boundary"
 
@@ -288,7 +289,8 @@ class Server(RunningServer):
 @pytest.fixture(scope="module")
 def server():
     # Output discarded rather than captured: nothing reads it, and an unread pipe must never fill up.
-    with kws_serve(max_wait_ms="5", body_read_timeout_seconds=str(BODY_READ_TIMEOUT_S)) as running:
+    with kws_serve(max_wait_ms="5", body_read_timeout_seconds=str(BODY_READ_TIMEOUT_S),
+                   header_read_timeout_seconds=str(HEADER_READ_TIMEOUT_S)) as running:
         # Warm-up: the largest legal decode (10 s, 8 channels, 192 kHz: a small FLAC of silence that decodes to
         # 61 MB of float32) and ordinary clips, then the baseline.
         largest = io.BytesIO()
@@ -407,6 +409,48 @@ def test_slow_loris_gets_408_while_others_are_served(server):
     assert head.split()[1] == b"408", head
     assert json.loads(payload)["error"]["code"] == "body_timeout"
     assert_ready(server)
+
+
+def read_until_closed(connection: socket.socket) -> bytes:
+    received = b""
+    while chunk := connection.recv(65536):
+        received += chunk
+    return received
+
+
+@pytest.mark.parametrize("head", [b"", b"POST /v1/recognize HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: "],
+                         ids=["silent connection", "headers trickled"])
+def test_slow_request_heads_get_408_and_the_connection_closes(server, head):
+    """uvicorn alone keeps a connection that never completes its headers open forever (slow loris on headers)."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as connection:
+        started = time.monotonic()
+        try:
+            for byte in head:  # one byte every 50 ms: the head never completes before the deadline
+                connection.sendall(bytes([byte]))
+                time.sleep(0.05)
+        except OSError:  # closed by the server while trickling: its 408 is waiting to be read
+            pass
+        received = read_until_closed(connection)
+        elapsed = time.monotonic() - started
+    status_line, _, rest = received.partition(b"\r\n")
+    assert status_line.split()[1] == b"408", received[:200]
+    assert json.loads(rest.split(b"\r\n\r\n", 1)[1])["error"]["code"] == "header_timeout"
+    assert elapsed >= HEADER_READ_TIMEOUT_S  # not closed early: a slow but honest client has its full deadline
+    assert_ready(server)
+
+
+def test_the_head_deadline_restarts_for_each_request_on_a_keep_alive_connection(server):
+    clip = multipart(Part(b"file", wav_file(tone()[:, 0])))
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as connection:
+        time.sleep(HEADER_READ_TIMEOUT_S / 2)  # a slow but complete first request is served
+        connection.sendall(request_head(str(len(clip))) + clip)
+        first = connection.recv(65536)
+        while b"\r\n\r\n" not in first or len(first.split(b"\r\n\r\n", 1)[1]) < content_length(first):
+            first += connection.recv(65536)
+        assert first.split()[1] == b"200"
+        connection.sendall(b"POST /v1/recognize HTTP/1.1\r\nHost: 1")  # then a second head that stalls
+        received = read_until_closed(connection)
+    assert received.split()[1] == b"408" and b"header_timeout" in received
 
 
 def test_boundary_values_are_accepted(server):
