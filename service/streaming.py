@@ -347,6 +347,7 @@ class ContainerDecoder:
 
 CLOSE_NORMAL, CLOSE_UNSUPPORTED, CLOSE_TOO_BIG, CLOSE_INTERNAL, CLOSE_TRY_LATER = 1000, 1003, 1009, 1011, 1013
 CLOSE_INVALID_PARAMS, CLOSE_TIMEOUT = 4400, 4408
+WALL_CLOCK_FACTOR = 2.0  # a stream may stay open twice its audio limit (KWS_STREAM_MAX_SECONDS) in wall-clock time
 STREAM_FORMATS = ("pcm16", "webm", "ogg")
 PCM16_RATES = (8_000, 48_000)
 
@@ -465,12 +466,20 @@ def add_stream_routes(app: FastAPI, state: ServiceState) -> None:
         except (WebSocketDisconnect, RuntimeError):
             pass  # the client is gone already
 
-    async def next_message(websocket: WebSocket) -> bytes | None:
-        """The next audio message, or ``None`` for ``{"type": "end"}``; anything else ends the stream."""
+    async def next_message(websocket: WebSocket, closes_at: float) -> bytes | None:
+        """The next audio message, or ``None`` for ``{"type": "end"}``; anything else ends the stream.
+
+        ``closes_at`` (monotonic time) bounds how long a stream may stay open at all, so a client trickling
+        a few samples before each idle timeout cannot hold one of the ``max_streams`` slots for ever.
+        """
         settings = state.settings
+        left = closes_at - time.monotonic()
         try:
-            message = await asyncio.wait_for(websocket.receive(), settings.stream_idle_seconds)
+            message = await asyncio.wait_for(websocket.receive(), min(settings.stream_idle_seconds, max(0.0, left)))
         except TimeoutError:
+            if left <= settings.stream_idle_seconds:
+                raise StreamClosed(CLOSE_TIMEOUT, "max_duration", f"the stream was open for its wall-clock limit of "
+                                   f"{WALL_CLOCK_FACTOR * settings.stream_max_seconds:g} s") from None
             raise StreamClosed(CLOSE_TIMEOUT, "idle_timeout", f"no message for {settings.stream_idle_seconds:g} s") from None
         if message["type"] == "websocket.disconnect":
             raise WebSocketDisconnect(message.get("code", 1000))
@@ -524,8 +533,9 @@ def add_stream_routes(app: FastAPI, state: ServiceState) -> None:
                 "threshold": params.threshold, "labels": model.labels,
                 "keywords": [label for label in model.labels if label not in NON_KEYWORDS],
                 "max_duration_s": settings.stream_max_seconds}))
+            closes_at = time.monotonic() + WALL_CLOCK_FACTOR * settings.stream_max_seconds
             while True:
-                data = await next_message(websocket)  # back-pressure: read only once the last one is scored
+                data = await next_message(websocket, closes_at)  # back-pressure: read only once the last one is scored
                 received = time.perf_counter()
                 try:
                     windows, features, over_limit, features_ms = await loop.run_in_executor(

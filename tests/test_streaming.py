@@ -341,6 +341,27 @@ def test_stream_that_goes_quiet_is_closed_4408(tight_url):
     assert close_code == 4408 and messages[-1]["code"] == "idle_timeout"
 
 
+def test_stream_trickling_audio_is_closed_at_its_wall_clock_limit(tight_url):
+    """10 ms of audio every 0.5 s dodges the idle timeout and the audio limit; twice the limit (4 s) ends it."""
+    received = []
+    started = time.monotonic()
+    with connect(tight_url, open_timeout=10, close_timeout=10) as websocket:
+        try:
+            while time.monotonic() - started < 20:
+                websocket.send(b"\x00\x00" * 160)
+                time.sleep(0.5)
+        except ConnectionClosed:
+            pass
+        try:
+            while True:
+                received.append(json.loads(websocket.recv(timeout=10)))
+        except ConnectionClosed:
+            pass
+        close_code = websocket.close_code
+    assert close_code == 4408 and received[-1]["code"] == "max_duration" and "wall-clock" in received[-1]["message"]
+    assert time.monotonic() - started < 10
+
+
 def test_http_endpoints_still_answer_beside_streams(stream_url):
     base = stream_url.replace("ws://", "http://").removesuffix("/v1/stream")
     assert httpx.get(f"{base}/readyz").status_code == 200
