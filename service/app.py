@@ -351,9 +351,14 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(ServiceError(500, "internal_error", "internal error").body(), status_code=500)
 
 
+def overloaded(error: Overloaded) -> ServiceError:
+    return ServiceError(503, "overloaded", f"the service is at capacity: {error}", {"Retry-After": "1"})
+
+
 async def recognize_bytes(
-    state: ServiceState, data: bytes, content_type: str | None, top_k: int, record: bool = True
+    state: ServiceState, data: bytes, content_type: str | None, top_k: int, record: bool = True, shed: bool = True
 ) -> Recognition:
+    """Decode, features, model. ``shed=False`` for the files of a batch that was admitted as a whole."""
     assert state.model is not None and state.batcher is not None
     model = state.model
     loop = asyncio.get_running_loop()
@@ -365,11 +370,11 @@ async def recognize_bytes(
         return audio, model.windows(audio.samples, state.settings.window_hop_seconds), decoded, time.perf_counter()
 
     try:
-        with state.batcher.incoming():  # admission: refused at once when the backlog is full
+        with state.batcher.incoming(shed):  # admission: refused at once when the backlog is full
             audio, features, decoded, featured = await loop.run_in_executor(state.preprocess, prepare)
-        result = await state.batcher.submit(features)
+        result = await state.batcher.submit(features, shed)
     except Overloaded as error:
-        raise ServiceError(503, "overloaded", f"the service is at capacity: {error}", {"Retry-After": "1"}) from error
+        raise overloaded(error) from error
     if record:
         state.stats.record_batch(result.batch_size)
     window = model.best_window(result.scores)
@@ -428,10 +433,14 @@ def add_routes(app: FastAPI, state: ServiceState) -> None:
         """Recognise several clips; a file that fails gets an error object in its place."""
         if len(files) > service.settings.max_batch_files:
             raise ServiceError(422, "too_many_files", f"{len(files)} files; at most {service.settings.max_batch_files} per request")
+        try:  # a batch is admitted (or shed) as one request; its files then never shed each other
+            service.batcher.admit()
+        except Overloaded as error:
+            raise overloaded(error) from error
 
         async def one(upload: UploadFile) -> BatchItem:
             try:
-                result = await recognize_bytes(service, await read_upload(upload), upload.content_type, top_k)
+                result = await recognize_bytes(service, await read_upload(upload), upload.content_type, top_k, shed=False)
                 return BatchItem(filename=upload.filename, result=result)
             except ServiceError as error:
                 return BatchItem(filename=upload.filename, error=ErrorDetail(code=error.code, message=error.message))

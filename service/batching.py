@@ -53,9 +53,8 @@ class MicroBatcher:
         self.batch_sizes: Counter[int] = Counter()
         self._incoming = 0
 
-    @contextmanager
-    def incoming(self):
-        """Admits a request that will prepare its windows and submit soon (worth waiting for), or sheds it.
+    def admit(self) -> None:
+        """Raises :class:`Overloaded` when the backlog is full.
 
         Requests still decoding count against ``max_queue`` (as one window each) together with the queued
         windows, so the backlog in front of the preprocessing threads is bounded too, not just the model's.
@@ -63,6 +62,12 @@ class MicroBatcher:
         if self._incoming + self._queued_windows >= self.max_queue:
             raise Overloaded(f"{self._incoming} requests preparing and {self._queued_windows} windows queued "
                              f"(limit {self.max_queue})")
+
+    @contextmanager
+    def incoming(self, shed: bool = True):
+        """Marks a request that will prepare its windows and submit soon (worth waiting for); admits it first."""
+        if shed:
+            self.admit()
         self._incoming += 1
         try:
             yield
@@ -86,9 +91,10 @@ class MicroBatcher:
                 pass
         self._executor.shutdown(wait=True)
 
-    async def submit(self, features: np.ndarray) -> BatchResult:
+    async def submit(self, features: np.ndarray, shed: bool = True) -> BatchResult:
         windows = len(features)
-        if self._queued_windows and self._queued_windows + windows > self.max_queue:  # a long clip alone still fits
+        # A long clip alone still fits; the files of an admitted batch are not shed against each other.
+        if shed and self._queued_windows and self._queued_windows + windows > self.max_queue:
             raise Overloaded(f"{self._queued_windows} windows already queued (limit {self.max_queue})")
         pending = _Pending(features, asyncio.get_running_loop().create_future())
         self._queued_windows += windows

@@ -118,3 +118,14 @@ def test_a_bad_model_file_stops_start_up_with_the_file_and_problem_named(tmp_pat
                             capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert result.returncode == 2
     assert str(path) in result.stderr and problem in result.stderr, result.stderr
+
+
+def test_a_batch_of_long_clips_is_admitted_as_one_request_and_not_shed_against_itself():
+    """16 ten-second clips are 592 windows, far over the 64-window backlog bound: all must still be served."""
+    with running_server() as server:
+        files = [("files", (f"clip-{i}.wav", wav(10.0, seed=i), "audio/wav")) for i in range(16)]
+        response = httpx.post(f"{server.base}/v1/recognize/batch", files=files, timeout=120)
+    assert response.status_code == 200
+    results = response.json()["results"]
+    assert [item["error"] for item in results] == [None] * 16
+    assert all(item["result"]["audio"]["duration_s"] == 10.0 for item in results)
