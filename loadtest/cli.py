@@ -28,7 +28,14 @@ from pathlib import Path
 import httpx
 
 from loadtest.clips import generated_clips, load_clips
-from loadtest.report import plot_sweep, saturation, stage_table, summarize, sustains, table
+from loadtest.report import (
+    plot_sweep,
+    saturation,
+    stage_table,
+    summarize,
+    sustains,
+    table,
+)
 from loadtest.runner import Sender, closed_loop, open_loop, wall_clock
 
 
