@@ -105,6 +105,7 @@ def test_recognizes_real_clips(container, data_dir):
         body = response.json()
         assert body["model"]["name"] and set(body["latency_ms"]) == {"decode", "features", "queue", "inference", "total"}
         correct += body["label"] == row["word"]
+    print(f"container: {correct}/{len(clips)} real clips recognised")
     assert correct >= 0.8 * len(clips), f"{correct}/{len(clips)} correct"  # the model is 93.6 % on these speakers
     bad = httpx.post(f"{base}/v1/recognize", files={"file": ("x.wav", b"not audio at all", "audio/wav")}, timeout=30)
     assert bad.status_code in (400, 415) and bad.json()["error"]["code"]  # a named error, not a 500
@@ -117,6 +118,7 @@ def test_sigterm_exits_cleanly_within_ten_seconds(image):
         started = time.time()
         code = container_sh("engine", "wait", container_id, timeout=30).stdout.strip().splitlines()[-1]
         stopped_after = time.time() - started
+        print(f"container: exited {stopped_after:.1f} s after SIGTERM")
         logs = container_sh("engine", "logs", container_id, check=False)
         assert code == "0", f"exit status {code}:\n{logs.stdout[-2000:]}{logs.stderr[-2000:]}"
         assert stopped_after < 10
