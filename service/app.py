@@ -356,9 +356,9 @@ def overloaded(error: Overloaded) -> ServiceError:
 
 
 async def recognize_bytes(
-    state: ServiceState, data: bytes, content_type: str | None, top_k: int, record: bool = True, shed: bool = True
+    state: ServiceState, data: bytes, content_type: str | None, top_k: int, record: bool = True, admitted: bool = False
 ) -> Recognition:
-    """Decode, features, model. ``shed=False`` for the files of a batch that was admitted as a whole."""
+    """Decode, features, model. ``admitted`` for the files of a batch that was admitted as a whole."""
     assert state.model is not None and state.batcher is not None
     model = state.model
     loop = asyncio.get_running_loop()
@@ -370,9 +370,9 @@ async def recognize_bytes(
         return audio, model.windows(audio.samples, state.settings.window_hop_seconds), decoded, time.perf_counter()
 
     try:
-        with state.batcher.incoming(shed):  # admission: refused at once when the backlog is full
+        with state.batcher.incoming(cost=0 if admitted else 1):  # admission: refused at once when the backlog is full
             audio, features, decoded, featured = await loop.run_in_executor(state.preprocess, prepare)
-        result = await state.batcher.submit(features, shed)
+        result = await state.batcher.submit(features, shed=not admitted)
     except Overloaded as error:
         raise overloaded(error) from error
     if record:
@@ -433,19 +433,19 @@ def add_routes(app: FastAPI, state: ServiceState) -> None:
         """Recognise several clips; a file that fails gets an error object in its place."""
         if len(files) > service.settings.max_batch_files:
             raise ServiceError(422, "too_many_files", f"{len(files)} files; at most {service.settings.max_batch_files} per request")
-        try:  # a batch is admitted (or shed) as one request; its files then never shed each other
-            service.batcher.admit()
-        except Overloaded as error:
-            raise overloaded(error) from error
-
         async def one(upload: UploadFile) -> BatchItem:
             try:
-                result = await recognize_bytes(service, await read_upload(upload), upload.content_type, top_k, shed=False)
+                result = await recognize_bytes(service, await read_upload(upload), upload.content_type, top_k,
+                                               admitted=True)
                 return BatchItem(filename=upload.filename, result=result)
             except ServiceError as error:
                 return BatchItem(filename=upload.filename, error=ErrorDetail(code=error.code, message=error.message))
 
-        return BatchResponse(results=list(await asyncio.gather(*(one(f) for f in files))))
+        try:  # a batch is admitted (or shed) as one request costing its file count; its files never shed each other
+            with service.batcher.incoming(cost=len(files)):
+                return BatchResponse(results=list(await asyncio.gather(*(one(f) for f in files))))
+        except Overloaded as error:
+            raise overloaded(error) from error
 
     @app.get("/v1/models", tags=["model"])
     async def models(service: Ready) -> dict:

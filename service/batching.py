@@ -53,26 +53,24 @@ class MicroBatcher:
         self.batch_sizes: Counter[int] = Counter()
         self._incoming = 0
 
-    def admit(self) -> None:
-        """Raises :class:`Overloaded` when the backlog is full.
+    @contextmanager
+    def incoming(self, cost: int = 1):
+        """Admits work that will prepare its windows and submit soon (worth waiting for), or sheds it.
 
-        Requests still decoding count against ``max_queue`` (as one window each) together with the queued
-        windows, so the backlog in front of the preprocessing threads is bounded too, not just the model's.
+        ``cost`` is how many requests it stands for (a batch: its files; 0: already admitted). Requests
+        still decoding count against ``max_queue`` (as one window each) together with the queued windows,
+        so the backlog in front of the preprocessing threads is bounded too, not just the model's. Work
+        larger than the bound is admitted only into an empty backlog.
         """
-        if self._incoming + self._queued_windows >= self.max_queue:
+        backlog = self._incoming + self._queued_windows
+        if cost and backlog and backlog + cost > self.max_queue:
             raise Overloaded(f"{self._incoming} requests preparing and {self._queued_windows} windows queued "
                              f"(limit {self.max_queue})")
-
-    @contextmanager
-    def incoming(self, shed: bool = True):
-        """Marks a request that will prepare its windows and submit soon (worth waiting for); admits it first."""
-        if shed:
-            self.admit()
-        self._incoming += 1
+        self._incoming += cost
         try:
             yield
         finally:
-            self._incoming -= 1
+            self._incoming -= cost
 
     @property
     def depth(self) -> int:

@@ -27,7 +27,6 @@ import numpy as np
 from fastapi import WebSocket, WebSocketDisconnect
 
 from model.features import FeatureConfig, log_mel
-from service.batching import Overloaded
 from service.inference import NON_KEYWORDS
 
 if TYPE_CHECKING:  # app.py imports this module: annotations only
@@ -434,7 +433,9 @@ class _Stream:
         model, batcher = self.state.model, self.state.batcher
         chunk = self.state.settings.max_batch_size
         for first in range(0, len(windows), chunk):
-            result = await batcher.submit(features[first : first + chunk])
+            # An open stream was admitted by KWS_MAX_STREAMS and is never shed mid-utterance by a queue spike;
+            # its own back-pressure (one message scored before the next is read) bounds what it queues.
+            result = await batcher.submit(features[first : first + chunk], shed=False)
             self.state.stats.record_batch(result.batch_size)
             latency = {"features": round(features_ms, 3), "queue": round(result.queue_ms, 3),
                        "inference": round(result.inference_ms, 3),
@@ -559,8 +560,6 @@ def add_stream_routes(app: FastAPI, state: ServiceState) -> None:
                     return
         except StreamClosed as closing:
             await close_with(websocket, closing.close_code, closing.code, closing.message)
-        except Overloaded as error:
-            await close_with(websocket, CLOSE_TRY_LATER, "overloaded", f"the service is at capacity: {error}")
         except WebSocketDisconnect:
             pass
         except Exception:  # the client gets 1011, the log gets the traceback

@@ -129,3 +129,22 @@ def test_a_batch_of_long_clips_is_admitted_as_one_request_and_not_shed_against_i
     results = response.json()["results"]
     assert [item["error"] for item in results] == [None] * 16
     assert all(item["result"]["audio"]["duration_s"] == 10.0 for item in results)
+
+
+def test_admission_counts_cost_against_the_backlog_and_admits_big_work_only_into_an_empty_one():
+    from service.batching import MicroBatcher, Overloaded
+
+    batcher = MicroBatcher(lambda features: features, max_batch_size=4, max_wait_ms=0, max_queue=4)
+    with batcher.incoming(cost=16):  # a 16-file batch on an idle server
+        with pytest.raises(Overloaded):
+            with batcher.incoming():
+                pass
+        with batcher.incoming(cost=0):  # a file of that admitted batch
+            pass
+    with batcher.incoming(), batcher.incoming(cost=2):
+        with pytest.raises(Overloaded):  # 3 in the backlog + 2 > 4
+            with batcher.incoming(cost=2):
+                pass
+        with batcher.incoming():  # 3 + 1 fits
+            pass
+    assert batcher.depth == 0
