@@ -12,13 +12,14 @@ RUN if ! command -v python3 >/dev/null || ! python3 -c "import venv, ensurepip" 
 WORKDIR /src
 # Dependencies first, from pyproject.toml and the pinned versions alone, so a code change does not
 # re-download them.
-COPY pyproject.toml README.md ./
+COPY pyproject.toml ./
 COPY requirements/constraints.txt requirements/
 RUN python3 -m venv /opt/kws \
  && /opt/kws/bin/pip install --upgrade pip \
  && python3 -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
 print('\n'.join(p['dependencies'] + p['optional-dependencies']['serve']))" > /tmp/requirements.txt \
  && /opt/kws/bin/pip install -r /tmp/requirements.txt -c requirements/constraints.txt
+COPY README.md ./
 COPY model/__init__.py model/config_io.py model/features.py model/
 COPY service/ service/
 # Then the code. After the install, drop what serving never loads: pip and setuptools, onnxruntime's C-API

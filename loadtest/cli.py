@@ -103,7 +103,10 @@ async def check_ready(url: str, headers: dict[str, str]) -> dict:
 async def run(args: argparse.Namespace) -> dict:
     headers = {"X-API-Key": args.api_key} if args.api_key else {}
     model = await check_ready(args.url, headers)
-    clips = load_clips(args.clips, args.max_clips, args.seed) if args.clips else generated_clips(64, seed=args.seed)
+    try:
+        clips = load_clips(args.clips, args.max_clips, args.seed) if args.clips else generated_clips(64, seed=args.seed)
+    except ValueError as error:
+        raise SystemExit(f"kws-loadtest: {error}") from error
     report: dict = {"url": args.url, "started": wall_clock(), "model": {k: model.get(k) for k in ("name", "version")},
                     "clips": {"source": str(args.clips) if args.clips else "generated", "count": len(clips)},
                     "runs": []}

@@ -100,7 +100,9 @@ class BatchResponse(BaseModel):
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody, "description": description}
     for status, description in {
-        400: "empty or undecodable audio, non-finite samples",
+        400: "empty or undecodable audio, non-finite samples, malformed multipart",
+        401: "missing or wrong API key (when KWS_API_KEY is set)",
+        408: "the request head or body did not arrive in time",
         413: "upload too large",
         415: "not an audio file",
         422: "bad parameters; audio too long, too short, or with an unsupported rate or channel count",

@@ -31,7 +31,8 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._arm_head_deadline()  # the next request on a keep-alive connection
+        if self.cycle is None or self.cycle.response_complete:  # the next request on a keep-alive connection
+            self._arm_head_deadline()  # (a pipelined one waits behind a response in flight: not its fault)
 
     def on_headers_complete(self) -> None:
         self._disarm_head_deadline()
@@ -52,8 +53,8 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
 
     def _head_timed_out(self) -> None:
         self._head_deadline = None
-        if self.transport.is_closing():
-            return
+        if self.transport.is_closing() or (self.cycle is not None and not self.cycle.response_complete):
+            return  # never write into a response in flight
         body = json.dumps({"error": {"code": "header_timeout", "message":
                                      f"the request line and headers did not arrive within {self.head_timeout:g} s"}}).encode()
         self.transport.write(b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
