@@ -4,7 +4,7 @@ The key (``KWS_API_KEY``) is accepted as ``X-API-Key: <key>`` or ``Authorization
 for WebSockets also as the ``api_key`` query parameter (browsers cannot set headers on a WebSocket).
 It is compared with :func:`hmac.compare_digest`, so the time taken does not reveal how much of a
 guess was right. Without it an HTTP request gets 401 ``{"error": {"code": "unauthorized", ...}}`` and
-a WebSocket is closed with 1008 (policy violation) before it is accepted. Operations endpoints
+a WebSocket gets an ``error`` message and is closed with 1008 (policy violation). Operations endpoints
 (``/healthz``, ``/readyz``, ``/metrics``), the page at ``/``, static files and ``/docs`` stay open:
 probes and scrapers carry no key. CORS (``KWS_CORS_ORIGINS``: a comma list or a JSON list) is
 Starlette's ``CORSMiddleware``, outside the key check so that preflight requests need no key.
@@ -62,7 +62,13 @@ class ApiKeyGuard:
             await self.app(scope, receive, send)
             return
         if scope["type"] == "websocket":
+            # Accepted only to say why, as every other stream error does: a close before accepting reaches
+            # clients as a bare 403 handshake failure (browsers show 1006, without a reason).
+            error = ServiceError(401, "unauthorized", "a valid API key is required: pass it as the api_key query "
+                                                      "parameter or the X-API-Key header")
             await receive()  # websocket.connect
+            await send({"type": "websocket.accept"})
+            await send({"type": "websocket.send", "text": json.dumps({"type": "error", **error.body()["error"]})})
             await send({"type": "websocket.close", "code": WEBSOCKET_POLICY_VIOLATION, "reason": "unauthorized"})
             return
         error = ServiceError(401, "unauthorized", "a valid API key is required: send it as X-API-Key or "

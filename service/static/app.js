@@ -315,8 +315,8 @@ async function startStream() {
     microphone?.close();
     if (activeStream === session) activeStream = null;
     if (event.code !== 1000 && $("error").hidden) {
-      // A refused handshake (e.g. a wrong API key) reaches the browser only as 1006, without a reason.
-      const hint = event.code === 1006 ? " (refused or dropped: is the API key right?)" : "";
+      // A refused handshake or a dropped connection reaches the browser only as 1006, without a reason.
+      const hint = event.code === 1006 ? " (the connection was refused or dropped)" : "";
       showError(`the stream closed with code ${event.code}${event.reason ? `: ${event.reason}` : hint}`);
     }
     if (!session.finished) setStreaming(false, "closed");
