@@ -10,10 +10,12 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import httpx
 
@@ -42,9 +44,9 @@ def resident_mb(pid: int) -> float:
 
 
 def wait_until_ready(base: str, process: subprocess.Popen | None = None, timeout: float = READY_TIMEOUT_S,
-                     headers: dict[str, str] | None = None) -> None:
+                     headers: dict[str, str] | None = None, output: Callable[[], str] | None = None) -> None:
     """Polls ``BASE/readyz`` until it answers 200. Fails early when ``process`` (if given) exits, showing its
-    output when that was captured; stopping a process that never got ready is left to its owner."""
+    ``output()`` when given; stopping a process that never got ready is left to its owner."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -53,8 +55,8 @@ def wait_until_ready(base: str, process: subprocess.Popen | None = None, timeout
         except httpx.HTTPError:
             pass
         if process is not None and process.poll() is not None:
-            output = process.stdout.read() if process.stdout else ""
-            raise RuntimeError(f"kws-serve exited with {process.returncode} during start-up:\n{output}")
+            raise RuntimeError(f"kws-serve exited with {process.returncode} during start-up:\n"
+                               f"{output() if output else ''}")
         time.sleep(0.1)
     raise RuntimeError(f"{base} did not become ready within {timeout:g} s")
 
@@ -63,11 +65,20 @@ def wait_until_ready(base: str, process: subprocess.Popen | None = None, timeout
 class RunningServer:
     base: str  # http://127.0.0.1:PORT
     port: int
-    process: subprocess.Popen  # stdout carries the server's stdout + stderr when started with capture_output
+    process: subprocess.Popen
+    log: IO[str] | None = None  # the server's stdout + stderr, when started with capture_output
 
     @property
     def pid(self) -> int:
         return self.process.pid
+
+    def output(self) -> str:
+        """Everything the server printed so far (empty without capture_output)."""
+        if self.log is None:
+            return ""
+        self.log.flush()
+        self.log.seek(0)
+        return self.log.read()
 
 
 @contextlib.contextmanager
@@ -76,18 +87,18 @@ def kws_serve(*args: str, capture_output: bool = False, **settings: str) -> Iter
     terminates it (then kills it) at the end.
 
     Inherited KWS_* variables are dropped, so the server runs with exactly these settings (and log level
-    warning unless given). ``capture_output`` pipes its stdout + stderr to ``process.stdout`` (text), shown
-    when the start fails; left unread, a chatty server could fill the pipe, hence off by default."""
+    warning unless given). ``capture_output`` keeps its stdout + stderr in a temporary file (a pipe left
+    unread could fill up and block the server), read with ``output()`` and shown when the start fails."""
     port = free_port()
     env = {name: value for name, value in os.environ.items() if not name.startswith("KWS_")}
     env.update({"PYTHONPATH": str(REPO), "KWS_LOG_LEVEL": "warning",
                 **{f"KWS_{name.upper()}": str(value) for name, value in settings.items()}})
+    log = tempfile.TemporaryFile("w+") if capture_output else None
     process = subprocess.Popen([sys.executable, "-m", "service.cli", "--port", str(port), *args], cwd=REPO, env=env,
-                               stdout=subprocess.PIPE if capture_output else subprocess.DEVNULL,
-                               stderr=subprocess.STDOUT, text=True)
-    server = RunningServer(f"http://127.0.0.1:{port}", port, process)
+                               stdout=log or subprocess.DEVNULL, stderr=subprocess.STDOUT, text=True)
+    server = RunningServer(f"http://127.0.0.1:{port}", port, process, log)
     try:
-        wait_until_ready(server.base, process)
+        wait_until_ready(server.base, process, output=server.output)
         yield server
     finally:
         if process.poll() is None:
@@ -97,5 +108,5 @@ def kws_serve(*args: str, capture_output: bool = False, **settings: str) -> Iter
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-        if process.stdout:
-            process.stdout.close()
+        if log is not None:
+            log.close()

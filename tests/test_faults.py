@@ -74,7 +74,7 @@ def test_sigterm_under_load_finishes_in_flight_requests_refuses_new_ones_and_exi
 
         responses, signalled, late_outcome, finished = asyncio.run(scenario())
         exit_code = server.process.wait(timeout=30)
-        output = server.process.stdout.read()
+        output = server.output()
     assert [getattr(r, "status_code", r) for r in responses] == [200] * 12
     assert finished - signalled > 0.3  # answers were still arriving after SIGTERM: they really were in flight
     assert late_outcome in ("ConnectError", 503), late_outcome  # refused: socket closed, or not ready
