@@ -28,6 +28,7 @@ from fastapi import WebSocket, WebSocketDisconnect
 
 from model.features import FeatureConfig, log_mel
 from service.inference import NON_KEYWORDS
+from service.settings import Settings
 
 if TYPE_CHECKING:  # app.py imports this module: annotations only
     from fastapi import FastAPI
@@ -40,14 +41,18 @@ logger = logging.getLogger("kws.stream")
 # -- the detector (pure) -----------------------------------------------------------------------------
 
 
+def _setting(name: str):
+    return Settings.model_fields[name].default  # one definition of every default: service/settings.py
+
+
 @dataclass(frozen=True)
 class StreamConfig:
     sample_rate: int
     window_s: float = 1.0
-    hop_s: float = 0.1
-    smoothing_hops: int = 3
-    threshold: float = 0.2
-    refractory_s: float = 0.5
+    hop_s: float = _setting("stream_hop_seconds")
+    smoothing_hops: int = _setting("stream_smoothing_hops")
+    threshold: float = _setting("stream_threshold")
+    refractory_s: float = _setting("stream_refractory_seconds")
 
     @property
     def window_samples(self) -> int:
