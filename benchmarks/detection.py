@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from service.inference import NON_KEYWORDS, KeywordModel
+from service.inference import KeywordModel
 from service.settings import Settings
 from service.streaming import (
     Detection,
@@ -198,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings()
     model = KeywordModel.load(args.model, intra_op_threads=2)
     rate = model.features.sample_rate
-    keywords = [label for label in model.labels if label not in NON_KEYWORDS]
+    keywords = model.keywords
     base = StreamConfig(rate, model.features.clip_seconds, settings.stream_hop_seconds, settings.stream_smoothing_hops,
                         settings.stream_threshold, settings.stream_refractory_seconds)
     noises = []

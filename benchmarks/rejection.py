@@ -22,7 +22,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from service.audio import AudioLimits, decode_audio
-from service.inference import NON_KEYWORDS, KeywordModel
+from service.inference import KeywordModel
 from service.settings import SHIPPED_MODEL, Settings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     threadpool_limits(limits=1, user_api="blas")
     model = KeywordModel.load(args.model)
-    keywords = [label for label in model.labels if label not in NON_KEYWORDS]
+    keywords = model.keywords
     with open(args.data / "gsc" / "manifest.csv", newline="") as handle:
         gsc = [r for r in csv.DictReader(handle) if r["split"] == "validation"][:: args.every]
     with open(args.data / "fsdd" / "manifest.csv", newline="") as handle:

@@ -460,7 +460,7 @@ def add_routes(app: FastAPI, state: ServiceState) -> None:
             except ValueError:
                 metadata[key] = value
         return {"name": model.name, "version": model.version, "path": str(model.path), "labels": model.labels,
-                "keywords": [l for l in model.labels if not l.startswith("_")],
+                "keywords": model.keywords,
                 "features": model.features.to_dict(), "metadata": metadata}
 
     @app.get("/v1/stats", tags=["operations"])

@@ -72,6 +72,11 @@ class KeywordModel:
             clips = [samples[s : s + size] for s in starts]
         return log_mel(np.stack(clips), self.features)
 
+    @property
+    def keywords(self) -> list[str]:
+        """The labels that are keywords (every label but ``_unknown_`` and ``_silence_``)."""
+        return [label for label in self.labels if label not in NON_KEYWORDS]
+
     def run(self, features: np.ndarray) -> np.ndarray:
         return self.session.run(["scores"], {"features": features})[0]
 

@@ -537,7 +537,7 @@ def add_stream_routes(app: FastAPI, state: ServiceState) -> None:
             await websocket.send_text(json.dumps({
                 "type": "ready", "sample_rate": rate, "window_s": config.window_s, "hop_s": config.hop_s,
                 "threshold": params.threshold, "labels": model.labels,
-                "keywords": [label for label in model.labels if label not in NON_KEYWORDS],
+                "keywords": model.keywords,
                 "max_duration_s": settings.stream_max_seconds}))
             closes_at = time.monotonic() + WALL_CLOCK_FACTOR * settings.stream_max_seconds
             while True:
