@@ -20,6 +20,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -457,8 +458,22 @@ class _Stream:
 
 
 def add_stream_routes(app: FastAPI, state: ServiceState) -> None:
-    """Registers ``WS /v1/stream``; streams share the app's model, batcher and worker threads."""
+    """Registers ``WS /v1/stream``; streams share the app's model and batcher.
+
+    PCM streams prepare their windows on the app's preprocessing threads. A WebM/Ogg stream's ``prepare``
+    mostly waits for its demuxer thread, so those run on a pool of their own (one thread per allowed
+    stream, created on first use): waiting streams cannot starve the decoding of uploads.
+    """
     active = 0
+    container_pool: ThreadPoolExecutor | None = None
+
+    def executor_for(params: StreamParams) -> ThreadPoolExecutor:
+        nonlocal container_pool
+        if params.format == "pcm16":
+            return state.preprocess
+        if container_pool is None:
+            container_pool = ThreadPoolExecutor(state.settings.max_streams, thread_name_prefix="stream-demux")
+        return container_pool
 
     async def send_all(websocket: WebSocket, stream: _Stream) -> None:
         messages, stream.messages = stream.messages, []
@@ -545,7 +560,7 @@ def add_stream_routes(app: FastAPI, state: ServiceState) -> None:
                 received = time.perf_counter()
                 try:
                     windows, features, over_limit, features_ms = await loop.run_in_executor(
-                        state.preprocess, stream.prepare, data)
+                        executor_for(params), stream.prepare, data)
                 except UndecodableStream as error:
                     raise StreamClosed(CLOSE_UNSUPPORTED, "undecodable_audio", str(error)) from error
                 except TooMuchAudio as error:
