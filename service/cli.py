@@ -9,6 +9,8 @@ import signal
 import sys
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from service.inference import KeywordModel, ModelLoadError
 from service.settings import Settings
 
@@ -46,7 +48,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (default 1)")
     args = parser.parse_args(argv)
     overrides = {k: v for k, v in {"host": args.host, "port": args.port, "model_path": args.model}.items() if v is not None}
-    settings = Settings(**overrides)
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as error:  # one line per bad setting, named as the user set it
+        for problem in error.errors():
+            name = "KWS_" + "_".join(str(part) for part in problem["loc"]).upper()
+            print(f"kws-serve: invalid setting {name}: {problem['msg']}", file=sys.stderr)
+        return 2
     configure_logging(settings)
     try:  # fail fast, with the file and the problem named, before binding the port
         KeywordModel.load(settings.model_path)

@@ -22,7 +22,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.errors import ServiceError
-from service.settings import Settings
+from service.settings import Settings, parse_origins
 
 PROTECTED_PREFIX = "/v1"
 WEBSOCKET_POLICY_VIOLATION = 1008
@@ -74,17 +74,6 @@ class ApiKeyGuard:
         error = ServiceError(401, "unauthorized", "a valid API key is required: send it as X-API-Key or "
                                                   "Authorization: Bearer <key>")
         await JSONResponse(error.body(), status_code=401, headers={"www-authenticate": "Bearer"})(scope, receive, send)
-
-
-def parse_origins(value: str) -> list[str]:
-    """``KWS_CORS_ORIGINS``: ``https://a.example,https://b.example`` or ``["https://a.example"]``."""
-    value = value.strip()
-    if value.startswith("["):
-        origins = json.loads(value)
-        if not isinstance(origins, list) or not all(isinstance(o, str) for o in origins):
-            raise ValueError(f"KWS_CORS_ORIGINS must be a JSON list of strings, got {value!r}")
-        return [o.strip() for o in origins if o.strip()]
-    return [o.strip() for o in value.split(",") if o.strip()]
 
 
 def add_api_key_guard(app: FastAPI, settings: Settings) -> None:

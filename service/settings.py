@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SHIPPED_MODEL = Path(__file__).resolve().parent / "models" / "kws10.onnx"
@@ -52,5 +53,25 @@ class Settings(BaseSettings):
     api_key: SecretStr = Field(SecretStr(""), description="required on /v1/* as X-API-Key or Authorization: Bearer (empty: no key)")
     cors_origins: str = Field("", description="origins allowed by CORS: comma list or JSON list (empty: CORS off)")
 
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins_parse(cls, value: str) -> str:
+        parse_origins(value)  # a malformed list fails at start-up, as a settings error
+        return value
+
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     json_logs: bool = False
+
+
+def parse_origins(value: str) -> list[str]:
+    """``KWS_CORS_ORIGINS``: ``https://a.example,https://b.example`` or ``["https://a.example"]``."""
+    value = value.strip()
+    if value.startswith("["):
+        try:
+            origins = json.loads(value)
+        except ValueError as error:
+            raise ValueError(f"not a JSON list: {error}") from None
+        if not isinstance(origins, list) or not all(isinstance(o, str) for o in origins):
+            raise ValueError("must be a JSON list of strings")
+        return [o.strip() for o in origins if o.strip()]
+    return [o.strip() for o in value.split(",") if o.strip()]

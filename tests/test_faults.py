@@ -148,3 +148,12 @@ def test_admission_counts_cost_against_the_backlog_and_admits_big_work_only_into
         with batcher.incoming():  # 3 + 1 fits
             pass
     assert batcher.depth == 0
+
+
+@pytest.mark.parametrize("name, value", [("KWS_MAX_BATCH_SIZE", "abc"), ("KWS_CORS_ORIGINS", "[1,"), ("KWS_PORT", "70000")])
+def test_a_bad_setting_stops_start_up_with_its_name(name, value):
+    result = subprocess.run([sys.executable, "-m", "service.cli"], cwd=REPO, capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "PYTHONPATH": str(REPO), name: value})
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"kws-serve: invalid setting {name}: "), result.stderr
+    assert "Traceback" not in result.stderr

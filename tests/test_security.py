@@ -16,8 +16,7 @@ import soundfile
 from fastapi.testclient import TestClient
 
 from service.app import create_app
-from service.security import parse_origins
-from service.settings import Settings
+from service.settings import Settings, parse_origins
 from tests.audio_files import tone
 from tests.servers import REPO, kws_serve
 
