@@ -19,19 +19,10 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from benchmarks.server import REPO, kws_serve, resident_mb
-from loadtest.clips import generated_clips, load_clips
+from benchmarks.server import REPO, RESULTS, kws_serve, measured_saturation, resident_mb
+from loadtest.clips import clips_for
 from loadtest.report import summarize
 from loadtest.runner import Outcome, Sender, open_loop
-
-RESULTS = REPO / "benchmarks" / "results"
-
-
-def saturation_from_results() -> float:
-    path = RESULTS / "loadtest-1-worker.json"
-    if not path.exists():
-        raise SystemExit(f"no {path}: run python -m benchmarks.workers first, or pass --saturation")
-    return json.loads(path.read_text())["saturation"]["throughput_rps"]
 
 
 def recovery_seconds(outcomes: list[Outcome], normal_p99_ms: float, window: float = 1.0) -> float | None:
@@ -80,8 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clips", type=Path, default=REPO.parent / "shared" / "data" / "gsc" / "yes")
     parser.add_argument("--json", type=Path, default=RESULTS / "overload.json")
     args = parser.parse_args(argv)
-    saturation = args.saturation or saturation_from_results()
-    clips = load_clips(args.clips, 200) if args.clips.is_dir() else generated_clips(64)
+    saturation = args.saturation or measured_saturation()
+    clips = clips_for(args.clips)
     with kws_serve() as server:
         report = asyncio.run(run(server.base, server.pid, clips, saturation, args.factor, args.overload_seconds))
         report["server_alive"] = server.process.poll() is None

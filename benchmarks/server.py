@@ -6,6 +6,7 @@ The one implementation used by the benchmarks and the tests (tests/servers.py re
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 import subprocess
@@ -20,6 +21,7 @@ from typing import IO
 import httpx
 
 REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
 READY_TIMEOUT_S = 120.0  # generous: start-up loads the model on a shared 2-core machine
 
 
@@ -110,3 +112,11 @@ def kws_serve(*args: str, capture_output: bool = False, **settings: str) -> Iter
                 process.wait()
         if log is not None:
             log.close()
+
+
+def measured_saturation() -> float:
+    """The one-worker saturation throughput that ``python -m benchmarks.workers`` measured last."""
+    path = RESULTS / "loadtest-1-worker.json"
+    if not path.exists():
+        raise SystemExit(f"no {path}: run python -m benchmarks.workers first, or pass --saturation")
+    return json.loads(path.read_text())["saturation"]["throughput_rps"]

@@ -19,12 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.server import REPO, kws_serve, resident_mb
-from loadtest.clips import generated_clips, load_clips
+from benchmarks.server import REPO, RESULTS, kws_serve, measured_saturation, resident_mb
+from loadtest.clips import clips_for
 from loadtest.report import summarize
 from loadtest.runner import RunResult, Sender, open_loop
-
-RESULTS = REPO / "benchmarks" / "results"
 
 
 async def soak(base: str, pid: int, clips, rate: float, seconds: float, warmup: float) -> dict:
@@ -72,9 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     rate = args.rate
     if rate is None:
-        saturation = args.saturation or json.loads((RESULTS / "loadtest-1-worker.json").read_text())["saturation"]["throughput_rps"]
+        saturation = args.saturation or measured_saturation()
         rate = args.fraction * saturation
-    clips = load_clips(args.clips, 200) if args.clips.is_dir() else generated_clips(64)
+    clips = clips_for(args.clips)
     with kws_serve() as server:
         report = asyncio.run(soak(server.base, server.pid, clips, rate, 60 * args.minutes, 60 * args.warmup_minutes))
         report["server_alive"] = server.process.poll() is None

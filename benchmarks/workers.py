@@ -17,9 +17,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from benchmarks.server import REPO, kws_serve
+from benchmarks.server import REPO, RESULTS, kws_serve
 
-RESULTS = REPO / "benchmarks" / "results"
 DEFAULT_RATES = "25,50,75,100,125,150,175,200,225,250,300"
 
 

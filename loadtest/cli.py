@@ -27,7 +27,7 @@ from pathlib import Path
 
 import httpx
 
-from loadtest.clips import generated_clips, load_clips
+from loadtest.clips import clips_for
 from loadtest.report import (
     plot_sweep,
     saturation,
@@ -104,7 +104,7 @@ async def run(args: argparse.Namespace) -> dict:
     headers = {"X-API-Key": args.api_key} if args.api_key else {}
     model = await check_ready(args.url, headers)
     try:
-        clips = load_clips(args.clips, args.max_clips, args.seed) if args.clips else generated_clips(64, seed=args.seed)
+        clips = clips_for(args.clips, args.max_clips, args.seed)
     except ValueError as error:
         raise SystemExit(f"kws-loadtest: {error}") from error
     report: dict = {"url": args.url, "started": wall_clock(), "model": {k: model.get(k) for k in ("name", "version")},

@@ -47,3 +47,10 @@ def generated_clips(count: int, seconds: float = 1.0, rate: int = 16000, seed: i
         soundfile.write(buffer, samples.astype(np.float32), rate, format="WAV", subtype="PCM_16")
         clips.append(Clip(f"generated-{index}.wav", buffer.getvalue(), "audio/wav"))
     return clips
+
+
+def clips_for(folder: Path | None, limit: int = 200, seed: int = 0) -> list[Clip]:
+    """The clips of ``folder`` when it is given and exists, else 64 generated ones."""
+    if folder is not None and folder.is_dir():
+        return load_clips(folder, limit, seed)
+    return generated_clips(64, seed=seed)

@@ -17,10 +17,10 @@ from pathlib import Path
 
 from locust import FastHttpUser, between, task
 
-from loadtest.clips import generated_clips, load_clips
+from loadtest.clips import clips_for
 
 _folder = os.environ.get("KWS_LOADTEST_CLIPS")
-CLIPS = load_clips(Path(_folder), 200) if _folder else generated_clips(64)
+CLIPS = clips_for(Path(_folder) if _folder else None)
 _next_clip = itertools.cycle(CLIPS)
 
 

@@ -45,6 +45,7 @@ local_base() {
     command -v debootstrap >/dev/null || { echo "debootstrap is needed to make the local base image" >&2; return 1; }
     local rootfs mirror
     rootfs=$(mktemp -d)
+    trap "rm -rf '$rootfs'" EXIT  # a failed debootstrap leaves nothing behind
     mirror=$(awk '/^URIs:/{print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
     debootstrap --variant=minbase bookworm "$rootfs" "${mirror:-http://deb.debian.org/debian}" >/dev/null
     # What python:3.11-slim also leaves out: package caches, lists, docs, man pages, translations.
@@ -53,6 +54,7 @@ local_base() {
     chmod 755 "$rootfs"  # mktemp's 700 would become the image's / and lock out the non-root user
     tar -C "$rootfs" -c . | "${PODMAN[@]}" import - "$LOCAL_BASE" >/dev/null
     rm -rf "$rootfs"
+    trap - EXIT
 }
 
 build() {
