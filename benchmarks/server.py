@@ -46,18 +46,19 @@ def resident_mb(pid: int) -> float:
 
 
 def wait_until_ready(base: str, process: subprocess.Popen | None = None, timeout: float = READY_TIMEOUT_S,
-                     headers: dict[str, str] | None = None, output: Callable[[], str] | None = None) -> None:
-    """Polls ``BASE/readyz`` until it answers 200. Fails early when ``process`` (if given) exits, showing its
+                     headers: dict[str, str] | None = None, output: Callable[[], str] | None = None,
+                     path: str = "/readyz") -> None:
+    """Polls ``BASE+path`` until it answers 200. Fails early when ``process`` (if given) exits, showing its
     ``output()`` when given; stopping a process that never got ready is left to its owner."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            if httpx.get(f"{base}/readyz", timeout=2, headers=headers).status_code == 200:
+            if httpx.get(f"{base}{path}", timeout=2, headers=headers).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
         if process is not None and process.poll() is not None:
-            raise RuntimeError(f"kws-serve exited with {process.returncode} during start-up:\n"
+            raise RuntimeError(f"the server exited with {process.returncode} during start-up:\n"
                                f"{output() if output else ''}")
         time.sleep(0.1)
     raise RuntimeError(f"{base} did not become ready within {timeout:g} s")

@@ -23,10 +23,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
 import numpy as np
 
-from benchmarks.server import free_port
+from benchmarks.server import free_port, kws_serve, wait_until_ready
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -118,19 +117,6 @@ def closed_loop(base: str, clips: list[bytes], concurrency: int, seconds: float)
     return len(ok) / max(o.finished for o in result.outcomes), ok, len(result.outcomes) - len(ok)
 
 
-def start(command: list[str], base: str, env: dict) -> subprocess.Popen:
-    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            if httpx.get(f"{base}/readyz", timeout=1).status_code in (200, 404):
-                return process
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    process.kill()
-    raise RuntimeError(f"{command} did not start")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=REPO / "service" / "models" / "kws10.onnx")
@@ -142,26 +128,21 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     clips = load_clips(args.clips if args.clips.exists() else None, 64)
     rows = [in_process(clips, args.model, args.requests)]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "KWS_LOG_LEVEL": "warning"}
-
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    server = start([sys.executable, "-m", "service.cli", "--port", str(port), "--model", str(args.model)], base, env)
-    try:
+    with kws_serve("--model", str(args.model)) as server:
         for concurrency in (1, 4, 16):
-            throughput, latencies, errors = closed_loop(base, clips, concurrency, args.seconds)
+            throughput, latencies, errors = closed_loop(server.base, clips, concurrency, args.seconds)
             rows.append(summary("kws-serve (ONNX, micro-batching)", concurrency, throughput, latencies, errors))
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
     if args.checkpoint.exists():
         with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as script:
             script.write(PYTORCH_APP)
         port = free_port()
         base = f"http://127.0.0.1:{port}"
-        baseline = start([sys.executable, script.name, str(args.checkpoint), str(port)], base, env)
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        baseline = subprocess.Popen([sys.executable, script.name, str(args.checkpoint), str(port)], cwd=REPO, env=env,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
+            wait_until_ready(base, baseline, path="/docs")  # the minimal app has no /readyz
             throughput, latencies, errors = closed_loop(base, clips, 16, args.seconds)
             rows.append(summary("PyTorch checkpoint in FastAPI", 16, throughput, latencies, errors))
         finally:
