@@ -33,6 +33,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from export.freeze import FrozenLayer, FrozenNetwork
+from model.vocabulary import keywords_of
 
 OPSET = 17
 EXPORT_FORMAT = "delay-snn-onnx/1"
@@ -230,6 +231,7 @@ def network_metadata(network: FrozenNetwork) -> dict[str, str]:
     return {
         "format": EXPORT_FORMAT,
         "labels": json.dumps(network.labels),
+        "keywords": json.dumps(keywords_of(network.labels)),
         "feature_config": json.dumps(network.feature_config),
         "input_layout": "features (batch, n_mels, time): log-mel from model.features.log_mel",
         "output_scores": "mean over time of softmax(readout potentials)",

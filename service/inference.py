@@ -10,8 +10,7 @@ import numpy as np
 import onnxruntime
 
 from model.features import FeatureConfig, fit_to_clip, log_mel
-
-NON_KEYWORDS = frozenset({"_unknown_", "_silence_"})
+from model.vocabulary import NON_KEYWORDS, keywords_of
 
 
 class ModelLoadError(RuntimeError):
@@ -74,8 +73,10 @@ class KeywordModel:
 
     @property
     def keywords(self) -> list[str]:
-        """The labels that are keywords (every label but ``_unknown_`` and ``_silence_``)."""
-        return [label for label in self.labels if label not in NON_KEYWORDS]
+        """The labels that are keywords: the metadata's ``keywords``, else every label but the non-keywords."""
+        if "keywords" in self.metadata:
+            return list(json.loads(self.metadata["keywords"]))
+        return keywords_of(self.labels)
 
     def run(self, features: np.ndarray) -> np.ndarray:
         return self.session.run(["scores"], {"features": features})[0]

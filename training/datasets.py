@@ -17,13 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from model.features import FeatureConfig, fit_to_clip, log_mel
+from model.vocabulary import KWS10_KEYWORDS, KWS10_LABELS, SILENCE, UNKNOWN
 from training.augment import augment_spectrogram, augment_waveform, random_noise_slice
 from training.config import AugmentConfig, DataConfig
 
-KWS10_KEYWORDS = ("yes", "no", "up", "down", "left", "right", "stop", "go")
-UNKNOWN = "_unknown_"
-SILENCE = "_silence_"
-KWS10_LABELS = (*KWS10_KEYWORDS, UNKNOWN, SILENCE)
 BACKGROUND_NOISE = "_background_noise_"
 AUDIO_SUFFIXES = (".wav", ".flac")
 SHD_CHANNELS = 700
