@@ -1,5 +1,6 @@
 """deploy/kubernetes: the manifests parse and agree with each other, with the app's routes, the Dockerfile,
-service/settings.py and the shutdown drain in service/cli.py; the README's settings table lists every setting.
+service/settings.py and the shutdown drain in service/cli.py; docs/operations.md's settings table lists every setting
+with its default.
 
 No cluster and no kubectl here: these structural checks are the validation, plus the Kubernetes JSON schemas
 that the kubernetes-validate wheel ships (strict: an unknown or misspelt field fails).
@@ -266,10 +267,40 @@ def test_autoscaler_scales_on_cpu_and_disruptions_keep_a_pod():
         assert 1 <= MANIFESTS["PodDisruptionBudget"]["spec"]["minAvailable"] < spec["minReplicas"]
 
 
-# -- README ------------------------------------------------------------------------------------------------
+# -- docs/operations.md -----------------------------------------------------------------------------------
+
+SETTINGS_PAGE = REPO / "docs" / "operations.md"
 
 
-def test_readme_settings_table_lists_every_setting():
-    readme = (REPO / "README.md").read_text()
-    rows = re.findall(r"^\| `(KWS_[A-Z_]+)` \|", readme, flags=re.MULTILINE)
-    assert sorted(rows) == sorted(SETTING_NAMES), "README's settings table and service/settings.py differ"
+def settings_table() -> dict[str, str]:
+    """``KWS_NAME`` → the default column of the table under "Every setting"."""
+    rows = re.findall(r"^\| `(KWS_[A-Z_]+)` \| ([^|]*) \|", SETTINGS_PAGE.read_text(), flags=re.MULTILINE)
+    names = [name for name, _ in rows]
+    assert len(names) == len(set(names)), f"a setting is listed twice: {sorted(names)}"
+    return dict(rows)
+
+
+def documented_default(cell: str, default: object) -> object:
+    """The default a table cell states, as the field's type: "empty ..." or the first `code` span."""
+    if cell.startswith("empty"):
+        return ""
+    match = re.search(r"`([^`]+)`", cell)
+    assert match, f"no `value` in the default column: {cell!r}"
+    token = match.group(1)
+    if isinstance(default, bool):
+        return token == "true"
+    if isinstance(default, Path):
+        return (REPO / token).resolve()
+    return type(default)(token)
+
+
+def test_settings_table_lists_every_setting():
+    assert sorted(settings_table()) == sorted(SETTING_NAMES), "docs/operations.md's settings table and service/settings.py differ"
+
+
+def test_settings_table_states_the_defaults():
+    for name, cell in settings_table().items():
+        default = Settings.model_fields[SETTING_NAMES[name]].default
+        if hasattr(default, "get_secret_value"):
+            default = default.get_secret_value()
+        assert documented_default(cell, default) == default, f"{name}: docs/operations.md says {cell!r}, Settings has {default!r}"

@@ -2,8 +2,8 @@
 
 Each (mode, seed) trains in its own run folder; a run that already has a
 ``summary.json`` is reused, so an interrupted ablation resumes where it stopped.
-The table (Markdown) goes to ``<out>/table.md`` and, with ``--readme``, between
-the ``<!-- ablation:NAME -->`` markers of the README.
+The table (Markdown) goes to ``<out>/table.md`` and, with ``--doc docs/results.md``,
+between the ``<!-- ablation:NAME -->`` markers of that page (``--readme`` is the old name of the flag).
 """
 
 from __future__ import annotations
@@ -71,19 +71,20 @@ def table(summaries: list[dict], title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_into_readme(readme: Path, name: str, text: str) -> None:
-    content = readme.read_text()
+def write_into_doc(doc: Path, name: str, text: str) -> None:
+    """Replaces what stands between the page's ``<!-- ablation:NAME -->`` markers with ``text``."""
+    content = doc.read_text()
     pattern = re.compile(rf"(<!-- ablation:{re.escape(name)} -->\n).*?(<!-- /ablation:{re.escape(name)} -->)", re.S)
     if not pattern.search(content):
-        raise SystemExit(f"{readme} has no <!-- ablation:{name} --> ... <!-- /ablation:{name} --> markers")
-    readme.write_text(pattern.sub(lambda m: m.group(1) + text + m.group(2), content))
+        raise SystemExit(f"{doc} has no <!-- ablation:{name} --> ... <!-- /ablation:{name} --> markers")
+    doc.write_text(pattern.sub(lambda m: m.group(1) + text + m.group(2), content))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="kws-ablation",
         description="Train no-delay, random-delay and learned-delay variants over several seeds and tabulate them.",
-        epilog="example: kws-ablation --config configs/fsdd.toml --out runs/ablation-fsdd --readme README.md",
+        epilog="example: kws-ablation --config configs/fsdd.toml --out runs/ablation-fsdd --doc docs/results.md",
     )
     parser.add_argument("--config", type=Path, required=True, help="base experiment (TOML)")
     parser.add_argument("--out", type=Path, required=True, help="folder for the runs and table.md")
@@ -91,8 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override applied to every run (e.g. train.epochs=10)")
-    parser.add_argument("--name", help="table name / README marker (default: the config's name)")
-    parser.add_argument("--readme", type=Path, help="also write the table between this README's markers")
+    parser.add_argument("--name", help="table name / marker in --doc (default: the config's name)")
+    parser.add_argument("--doc", "--readme", dest="doc", type=Path, metavar="MARKDOWN",
+                        help="also write the table between this page's <!-- ablation:NAME --> markers (docs/results.md)")
     parser.add_argument("--collect-only", action="store_true", help="tabulate the finished runs, train nothing")
     args = parser.parse_args(argv)
     name = args.name or load_config(args.config, args.overrides).name
@@ -102,8 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "table.md").write_text(text)
     (args.out / "results.json").write_text(json.dumps(summaries, indent=1))
     print(text)
-    if args.readme:
-        write_into_readme(args.readme, name, text)
+    if args.doc:
+        write_into_doc(args.doc, name, text)
     return 0
 
 
