@@ -5,7 +5,7 @@
 Builds long recordings from validation-speaker clips of Speech Commands: keywords and non-keyword
 words (distractors) at random, non-overlapping times over the held-out tail of the GSC background
 noise recordings (the part training never mixed in), each word at a random SNR. The recordings run
-through the same code as ``WS /v1/stream`` (service/streaming.py: StreamDetector windows, the shared
+through the same code as ``WS /v1/stream`` (service/detector.py: StreamDetector windows, the shared
 log-mel front end, the ONNX model, the ScoreSmoother), offline and without HTTP.
 
 The validation speakers are split in two by a hash of the speaker id: the threshold is chosen on the
@@ -27,15 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
+from model.speech import speech_extent
+from service.detector import Detection, StreamConfig, StreamDetector, Window, window_features
 from service.inference import KeywordModel
 from service.settings import Settings
-from service.streaming import (
-    Detection,
-    StreamConfig,
-    StreamDetector,
-    Window,
-    window_features,
-)
 from training.datasets import (
     BACKGROUND_NOISE,
     _speaker_hash_fraction,
@@ -61,14 +56,6 @@ class Placed:
 class Recording:
     samples: np.ndarray
     placed: list[Placed]
-
-
-def speech_extent(clip: np.ndarray, rate: int) -> tuple[int, int]:
-    """First and last sample of the word: 20-ms frames within 25 dB of the loudest one."""
-    frame = rate // 50
-    energy = np.array([np.mean(clip[i : i + frame] ** 2) for i in range(0, len(clip) - frame + 1, frame)]) + 1e-12
-    loud = np.flatnonzero(10 * np.log10(energy / energy.max()) > -25)
-    return int(loud[0] * frame), int((loud[-1] + 1) * frame)
 
 
 def build_recording(keyword_clips: list[np.ndarray], keyword_words: list[str], distractors: list[np.ndarray],

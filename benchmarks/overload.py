@@ -19,7 +19,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from benchmarks.server import REPO, RESULTS, kws_serve, measured_saturation, resident_mb
+from benchmarks.results import REPO, RESULTS, measured_saturation
+from loadtest.local_server import kws_serve, resident_mb
 from loadtest.clips import clips_for
 from loadtest.report import summarize
 from loadtest.runner import Outcome, Sender, open_loop

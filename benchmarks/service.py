@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.server import free_port, kws_serve, wait_until_ready
+from loadtest.local_server import free_port, kws_serve, wait_until_ready
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -17,7 +17,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from benchmarks.server import REPO, RESULTS, kws_serve
+from benchmarks.results import REPO, RESULTS
+from loadtest.local_server import kws_serve
 
 DEFAULT_RATES = "25,50,75,100,125,150,175,200,225,250,300"
 

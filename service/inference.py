@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 import onnxruntime
 
 from model.features import FeatureConfig, fit_to_clip, log_mel
-from model.vocabulary import NON_KEYWORDS, keywords_of
+from model.vocabulary import keywords_of
 
 
 class ModelLoadError(RuntimeError):
@@ -71,7 +72,7 @@ class KeywordModel:
             clips = [samples[s : s + size] for s in starts]
         return log_mel(np.stack(clips), self.features)
 
-    @property
+    @cached_property
     def keywords(self) -> list[str]:
         """The labels that are keywords: the metadata's ``keywords``, else every label but the non-keywords."""
         if "keywords" in self.metadata:
@@ -84,7 +85,8 @@ class KeywordModel:
     def best_window(self, scores: np.ndarray) -> int:
         """The window reported for a long clip: the most confident one whose top label is a keyword, if any."""
         top = scores.argmax(axis=1)
-        is_keyword = np.array([self.labels[i] not in NON_KEYWORDS for i in top])
+        keywords = set(self.keywords)
+        is_keyword = np.array([self.labels[i] in keywords for i in top])
         confidence = scores.max(axis=1)
         candidates = np.flatnonzero(is_keyword) if is_keyword.any() else np.arange(len(scores))
         return int(candidates[confidence[candidates].argmax()])

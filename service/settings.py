@@ -9,6 +9,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from service.detector import StreamConfig
+
 SHIPPED_MODEL = Path(__file__).resolve().parent / "models" / "kws10.onnx"
 
 
@@ -38,11 +40,11 @@ class Settings(BaseSettings):
     inter_op_threads: int = Field(1, ge=1)
     preprocess_threads: int = Field(4, ge=1, description="threads for decoding and features, off the event loop")
 
-    # WS /v1/stream (service/streaming.py); the threshold is the one benchmarks/detection.py chose.
-    stream_hop_seconds: float = Field(0.2, gt=0, le=1.0, description="hop between the scored 1-s windows of a stream")
-    stream_smoothing_hops: int = Field(3, ge=1, description="moving average of the scores over this many hops")
-    stream_threshold: float = Field(0.13, ge=0, le=1, description="smoothed keyword score that opens a detection")
-    stream_refractory_seconds: float = Field(0.5, ge=0, description="no new detection this long after one ends")
+    # WS /v1/stream (service/routes/stream.py); the defaults are the detector's (service/detector.py).
+    stream_hop_seconds: float = Field(StreamConfig.hop_s, gt=0, le=1.0, description="hop between the scored 1-s windows of a stream")
+    stream_smoothing_hops: int = Field(StreamConfig.smoothing_hops, ge=1, description="moving average of the scores over this many hops")
+    stream_threshold: float = Field(StreamConfig.threshold, ge=0, le=1, description="smoothed keyword score that opens a detection")
+    stream_refractory_seconds: float = Field(StreamConfig.refractory_s, ge=0, description="no new detection this long after one ends")
     stream_max_seconds: float = Field(600.0, gt=0, description="longest stream (seconds of audio); then close 4408")
     stream_max_message_bytes: int = Field(1024 * 1024, ge=1024, description="largest binary message; more closes 1009")
     stream_max_pending_seconds: float = Field(10.0, gt=0, description="most audio one message may add; more closes 1009")

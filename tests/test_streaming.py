@@ -12,18 +12,11 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from benchmarks.detection import speech_extent
+from model.speech import speech_extent
 from service.inference import KeywordModel
 from service.settings import Settings
-from service.streaming import (
-    ContainerDecoder,
-    Pcm16Decoder,
-    ScoreSmoother,
-    StreamConfig,
-    StreamDetector,
-    TooMuchAudio,
-    UndecodableStream,
-)
+from service.detector import ScoreSmoother, StreamConfig, StreamDetector
+from service.stream_decoders import ContainerDecoder, Pcm16Decoder, TooMuchAudio, UndecodableStream
 from tests.audio_files import encode, encode_pyav, tone
 from tests.servers import running_server
 from training.datasets import read_audio

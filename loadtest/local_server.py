@@ -1,12 +1,12 @@
 """A real kws-serve process on a free loopback port: started, waited for, stopped.
 
-The one implementation used by the benchmarks and the tests (tests/servers.py re-exports it).
+The one implementation used by the benchmarks and the tests (tests/servers.py re-exports it). It lives in
+an installed package, so the tests need nothing from benchmarks/.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import socket
 import subprocess
@@ -20,8 +20,7 @@ from typing import IO
 
 import httpx
 
-REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "benchmarks" / "results"
+SOURCE_ROOT = Path(__file__).resolve().parents[1]  # holds the service package: the checkout, or site-packages
 READY_TIMEOUT_S = 120.0  # generous: start-up loads the model on a shared 2-core machine
 
 
@@ -94,10 +93,10 @@ def kws_serve(*args: str, capture_output: bool = False, **settings: str) -> Iter
     unread could fill up and block the server), read with ``output()`` and shown when the start fails."""
     port = free_port()
     env = {name: value for name, value in os.environ.items() if not name.startswith("KWS_")}
-    env.update({"PYTHONPATH": str(REPO), "KWS_LOG_LEVEL": "warning",
+    env.update({"PYTHONPATH": str(SOURCE_ROOT), "KWS_LOG_LEVEL": "warning",
                 **{f"KWS_{name.upper()}": str(value) for name, value in settings.items()}})
     log = tempfile.TemporaryFile("w+") if capture_output else None
-    process = subprocess.Popen([sys.executable, "-m", "service.cli", "--port", str(port), *args], cwd=REPO, env=env,
+    process = subprocess.Popen([sys.executable, "-m", "service.cli", "--port", str(port), *args], cwd=SOURCE_ROOT, env=env,
                                stdout=log or subprocess.DEVNULL, stderr=subprocess.STDOUT, text=True)
     server = RunningServer(f"http://127.0.0.1:{port}", port, process, log)
     try:
@@ -113,11 +112,3 @@ def kws_serve(*args: str, capture_output: bool = False, **settings: str) -> Iter
                 process.wait()
         if log is not None:
             log.close()
-
-
-def measured_saturation() -> float:
-    """The one-worker saturation throughput that ``python -m benchmarks.workers`` measured last."""
-    path = RESULTS / "loadtest-1-worker.json"
-    if not path.exists():
-        raise SystemExit(f"no {path}: run python -m benchmarks.workers first, or pass --saturation")
-    return json.loads(path.read_text())["saturation"]["throughput_rps"]

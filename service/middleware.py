@@ -1,0 +1,117 @@
+"""ASGI middleware of the HTTP API: request id, access log, request counts, and the body limits.
+
+Pure ASGI (no BaseHTTPMiddleware): the limits apply while the body streams in, before the app reads it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Callable
+
+from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.errors import ServiceError
+from service.settings import Settings
+from service.stats import ServiceStats
+
+access_logger = logging.getLogger("kws.access")
+MULTIPART_OVERHEAD = 64 * 1024  # room for the multipart framing around the files
+
+
+def body_limits(settings: Settings) -> Callable[[str], int | None]:
+    """The largest body each path accepts: one upload, a batch of them, or just the framing elsewhere."""
+
+    def limit(path: str) -> int | None:
+        if path == "/v1/recognize":
+            return settings.max_upload_bytes + MULTIPART_OVERHEAD
+        if path == "/v1/recognize/batch":
+            return settings.max_upload_bytes * settings.max_batch_files + MULTIPART_OVERHEAD
+        return MULTIPART_OVERHEAD
+
+    return limit
+
+
+class BodyRejected(Exception):
+    """The guard stopped reading the body (too large, or too slow); ``error`` is the answer."""
+
+    def __init__(self, error: ServiceError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+class RequestGuard:
+    """Request id, access log, and the body-size and body-time limits enforced while the body is read.
+
+    A declared Content-Length over the limit is refused before reading; a body without one
+    (chunked) is counted as it streams and refused as soon as it passes the limit. The whole body
+    must arrive within ``body_timeout`` seconds (408 otherwise), so a client trickling bytes
+    (slow loris) cannot hold a request open.
+    """
+
+    def __init__(self, app: ASGIApp, limit_for_path: Callable[[str], int | None], stats: ServiceStats,
+                 body_timeout: float = 30.0) -> None:
+        self.app, self.limit_for_path, self.stats, self.body_timeout = app, limit_for_path, stats, body_timeout
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        request_id = headers.get("x-request-id", "")[:64] or uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        started = time.perf_counter()
+        status_holder = {"status": 500, "started": False}
+        limit = self.limit_for_path(scope["path"])
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status_holder["status"], status_holder["started"] = message["status"], True
+                message.setdefault("headers", []).append((b"x-request-id", request_id.encode()))
+            await send(message)
+
+        received, body_complete = 0, False
+        too_large = ServiceError(413, "upload_too_large", f"the request body exceeds the {limit} byte limit")
+        deadline = asyncio.get_running_loop().time() + self.body_timeout
+
+        def reject(error: ServiceError) -> BodyRejected:
+            scope["state"]["body_error"] = error  # the app's error handlers answer with this
+            return BodyRejected(error)
+
+        async def receive_wrapper() -> Message:
+            nonlocal received, body_complete
+            if body_complete:  # e.g. a disconnect listener: no deadline once the body is in
+                return await receive()
+            try:
+                async with asyncio.timeout_at(deadline):  # no task per chunk, unlike wait_for
+                    message = await receive()
+            except TimeoutError:
+                raise reject(ServiceError(408, "body_timeout", f"the request body did not arrive within "
+                                                               f"{self.body_timeout:g} s")) from None
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                body_complete = not message.get("more_body", False)
+                if limit is not None and received > limit:
+                    raise reject(too_large)
+            return message
+
+        try:
+            declared = headers.get("content-length")
+            if limit is not None and declared is not None and declared.isdigit() and int(declared) > limit:
+                raise reject(too_large)
+            await self.app(scope, receive_wrapper, send_wrapper)
+        except BodyRejected as rejected:
+            if status_holder["started"]:
+                raise
+            response = JSONResponse(rejected.error.body(), status_code=rejected.error.status, headers={"connection": "close"})
+            await response(scope, receive, send_wrapper)
+        finally:
+            elapsed = 1000 * (time.perf_counter() - started)
+            path = scope["path"]
+            if path.startswith("/v1/recognize"):
+                self.stats.record_request(path, status_holder["status"])
+            access_logger.info("%s %s %s %d %.1fms", request_id, scope["method"], path, status_holder["status"], elapsed,
+                               extra={"request_id": request_id, "status": status_holder["status"], "duration_ms": elapsed})

@@ -1,0 +1,71 @@
+"""The recogniser: an uploaded clip in, a :class:`Recognition` out (decode → features → batcher → answer).
+
+Kept apart from the HTTP layer (as sherpa-onnx keeps its recogniser apart from its server): the routes
+and the warm-up call :func:`recognize_bytes`, and :func:`answer` is the one place scores become a label.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import numpy as np
+
+from service.audio import DecodedAudio, decode_audio
+from service.batching import Overloaded
+from service.errors import ServiceError
+from service.inference import KeywordModel
+from service.schemas import AudioInfo, LabelScore, Latency, ModelRef, Recognition
+from service.state import ServiceState
+
+
+def overloaded(error: Overloaded) -> ServiceError:
+    return ServiceError(503, "overloaded", f"the service is at capacity: {error}", {"Retry-After": "1"})
+
+
+def answer(model: KeywordModel, scores: np.ndarray, top_k: int, hop_seconds: float, audio: DecodedAudio,
+           latency: dict[str, float]) -> Recognition:
+    """Per-window scores ``(windows, labels)`` of one clip → the answer: its best window's top labels."""
+    window = model.best_window(scores)
+    best = scores[window]
+    order = np.argsort(best)[::-1][:top_k]
+    return Recognition(
+        label=model.labels[order[0]], score=float(best[order[0]]),
+        top_k=[LabelScore(label=model.labels[i], score=float(best[i])) for i in order],
+        audio=AudioInfo(duration_s=round(audio.duration_s, 4), sample_rate=audio.sample_rate, channels=audio.channels,
+                        format=audio.format),
+        latency_ms=Latency(**{k: round(v, 3) for k, v in latency.items()}),
+        model=ModelRef(name=model.name, version=model.version),
+        window_start_s=round(window * hop_seconds, 3) if len(scores) > 1 else 0.0,
+    )
+
+
+async def recognize_bytes(
+    state: ServiceState, data: bytes, content_type: str | None, top_k: int, record: bool = True, admitted: bool = False
+) -> Recognition:
+    """Decode, features, model. ``admitted`` for the files of a batch that was admitted as a whole."""
+    assert state.model is not None and state.batcher is not None
+    model = state.model
+    hop = state.settings.window_hop_seconds
+    loop = asyncio.get_running_loop()
+    started = time.perf_counter()
+
+    def prepare() -> tuple[Any, np.ndarray, float, float]:  # one thread hop for both CPU stages
+        audio = decode_audio(data, state.limits, content_type)
+        decoded = time.perf_counter()
+        return audio, model.windows(audio.samples, hop), decoded, time.perf_counter()
+
+    try:
+        with state.batcher.incoming(cost=0 if admitted else 1):  # admission: refused at once when the backlog is full
+            audio, features, decoded, featured = await loop.run_in_executor(state.preprocess, prepare)
+        result = await state.batcher.submit(features, shed=not admitted)
+    except Overloaded as error:
+        raise overloaded(error) from error
+    if record:
+        state.stats.record_batch(result.batch_size)
+    latency = {"decode": 1000 * (decoded - started), "features": 1000 * (featured - decoded), "queue": result.queue_ms,
+               "inference": result.inference_ms, "total": 1000 * (time.perf_counter() - started)}
+    if record:
+        state.stats.record_latency(latency)
+    return answer(model, result.scores, top_k, hop, audio, latency)

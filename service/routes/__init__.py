@@ -1,0 +1,1 @@
+"""The API v1 routes, one module per concern: recognition uploads, operations, the WebSocket stream."""

@@ -1,0 +1,77 @@
+"""The JSON shapes of API v1 (pydantic models: they validate the answers and make /docs accurate)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from model.vocabulary import SILENCE, UNKNOWN
+
+
+class LabelScore(BaseModel):
+    label: str
+    score: float
+
+
+class AudioInfo(BaseModel):
+    duration_s: float
+    sample_rate: int
+    channels: int
+    format: str
+
+
+class Latency(BaseModel):
+    decode: float
+    features: float
+    queue: float
+    inference: float
+    total: float
+
+
+class ModelRef(BaseModel):
+    name: str
+    version: str
+
+
+class Recognition(BaseModel):
+    label: str = Field(description=f"top-1 label; `{UNKNOWN}` for words that are not keywords, `{SILENCE}` for no speech")
+    score: float = Field(description="mean over time of the softmax of the readout potentials")
+    top_k: list[LabelScore]
+    audio: AudioInfo
+    latency_ms: Latency
+    model: ModelRef
+    window_start_s: float = Field(0.0, description="start of the scored window (clips longer than one window)")
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+class BatchItem(BaseModel):
+    filename: str | None = None
+    result: Recognition | None = None
+    error: ErrorDetail | None = None
+
+
+class BatchResponse(BaseModel):
+    results: list[BatchItem]
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": description}
+    for status, description in {
+        400: "empty or undecodable audio, non-finite samples, malformed multipart",
+        401: "missing or wrong API key (when KWS_API_KEY is set)",
+        408: "the request head or body did not arrive in time",
+        413: "upload too large",
+        415: "not an audio file",
+        422: "bad parameters; audio too long, too short, or with an unsupported rate or channel count",
+        503: "overloaded (see Retry-After) or not ready",
+    }.items()
+}
