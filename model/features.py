@@ -38,6 +38,21 @@ F_MAX = 8_000.0
 LOG_FLOOR = 1e-6  # added to the mel power before the log, so silence stays finite
 CLIP_SECONDS = 1.0
 
+# Level normalisation of the network input (FeatureConfig.normalization):
+#   "none"          log(mel power + floor), as librosa computes it;
+#   "channel_mean"  the same minus each mel channel's mean over the window (cepstral mean normalisation in
+#                   the log-mel domain): a gain, or a fixed microphone response, is an additive constant per
+#                   channel in the log domain and vanishes; stationary sounds (hum, steady tones) flatten.
+#   "pcen"          librosa.pcen's per-channel energy normalisation of the mel power (an AGC per channel
+#                   with a first-order smoother started at the window's first frame), then no log.
+NORMALIZATIONS = ("none", "channel_mean", "pcen")
+PCEN_TIME_CONSTANT_S = 0.4  # librosa.pcen's defaults
+PCEN_GAIN = 0.98
+PCEN_BIAS = 2.0
+PCEN_POWER = 0.5
+PCEN_EPS = 1e-6
+PCEN_INPUT_SCALE = 2.0**31  # librosa's advice for float audio in [-1, 1]: scale to the int32 range first
+
 
 @dataclass(frozen=True)
 class FeatureConfig:
@@ -52,8 +67,11 @@ class FeatureConfig:
     f_max: float = F_MAX
     log_floor: float = LOG_FLOOR
     clip_seconds: float = CLIP_SECONDS
+    normalization: str = "none"  # one of NORMALIZATIONS
 
     def __post_init__(self) -> None:
+        if self.normalization not in NORMALIZATIONS:
+            raise ValueError(f"normalization {self.normalization!r} is not one of {NORMALIZATIONS}")
         if self.win_length > self.n_fft:
             raise ValueError(f"win_length {self.win_length} exceeds n_fft {self.n_fft}")
         if not 0 <= self.f_min < self.f_max <= self.sample_rate / 2:
@@ -147,12 +165,13 @@ def fit_to_clip(waveform: np.ndarray, config: FeatureConfig, offset: int | None 
 
 
 def log_mel(waveforms: np.ndarray, config: FeatureConfig) -> np.ndarray:
-    """Log-mel power spectrogram.
+    """The network's input: the log-mel power spectrogram, level-normalised as ``config.normalization`` says.
 
     Args:
         waveforms: ``(samples,)`` or ``(batch, samples)`` float audio at ``config.sample_rate``.
     Returns:
-        float32 ``(n_mels, frames)`` or ``(batch, n_mels, frames)``: ``log(mel_power + log_floor)``.
+        float32 ``(n_mels, frames)`` or ``(batch, n_mels, frames)``: ``log(mel_power + log_floor)``, minus its
+        per-channel mean over the frames for ``channel_mean``; ``pcen`` returns :func:`pcen` of the mel power.
     """
     waveforms = np.asarray(waveforms, dtype=np.float32)
     single = waveforms.ndim == 1
@@ -166,5 +185,30 @@ def log_mel(waveforms: np.ndarray, config: FeatureConfig) -> np.ndarray:
     spectrum = rfft(frames * window, n=config.n_fft, axis=-1)
     power = spectrum.real.astype(np.float32) ** 2 + spectrum.imag.astype(np.float32) ** 2
     mel = np.matmul(power, mel_basis.T).transpose(0, 2, 1)
-    features = np.log(mel + np.float32(config.log_floor))
+    if config.normalization == "pcen":
+        features = pcen(mel, config)
+    else:
+        features = np.log(mel + np.float32(config.log_floor))
+        if config.normalization == "channel_mean":
+            features = features - features.mean(axis=-1, keepdims=True)
     return features[0] if single else features
+
+
+def pcen(mel_power: np.ndarray, config: FeatureConfig) -> np.ndarray:
+    """librosa.pcen (its default constants) of ``(..., n_mels, frames)`` mel power, over the last axis.
+
+    ``M[t] = (1 - b) M[t-1] + b E[t]`` with ``M`` started in the steady state of the first frame (librosa's
+    ``zi``), then ``(E / (eps + M)^gain + bias)^power - bias^power``. ``tests/test_features.py`` checks it
+    against ``librosa.pcen``.
+    """
+    energy = mel_power.astype(np.float32) * np.float32(PCEN_INPUT_SCALE)
+    t_frames = PCEN_TIME_CONSTANT_S * config.sample_rate / config.hop_length
+    b = np.float32((np.sqrt(1 + 4 * t_frames**2) - 1) / (2 * t_frames**2))
+    smooth = np.empty_like(energy)
+    state = energy[..., 0]
+    for t in range(energy.shape[-1]):
+        state = (1 - b) * state + b * energy[..., t]
+        smooth[..., t] = state
+    # librosa computes the ratio as exp(-gain * (log(eps) + log1p(M / eps))) for stability; same value.
+    ratio = energy * np.exp(-PCEN_GAIN * (np.log(np.float32(PCEN_EPS)) + np.log1p(smooth / np.float32(PCEN_EPS))))
+    return (np.power(ratio + np.float32(PCEN_BIAS), np.float32(PCEN_POWER)) - np.float32(PCEN_BIAS**PCEN_POWER)).astype(np.float32)

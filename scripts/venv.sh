@@ -1,7 +1,7 @@
 # Sourced by scripts/test.sh and scripts/serve.sh: makes $KWS_VENV (default .venv) and installs the project
 # with the extras given (once per pyproject.toml + constraints version), every package at the version pinned in
 # requirements/constraints.txt. Usage: ensure_venv EXTRAS
-TEST_EXTRAS="train,serve,export,loadtest,dev"  # what the test suite needs (scripts/test.sh, .ci/run)
+TEST_EXTRAS="train,synth,serve,export,loadtest,dev"  # what the test suite needs (scripts/test.sh, .ci/run)
 ensure_venv() {
     VENV="${KWS_VENV:-.venv}"
     if [ ! -x "$VENV/bin/python" ]; then

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 import soundfile
@@ -59,3 +60,32 @@ def encode(samples: np.ndarray, rate: int, kind: str) -> tuple[bytes, str]:
     if kind in PYAV_FORMATS:
         return encode_pyav(samples, rate, kind), f"clip.{'webm' if kind.startswith('webm') else 'm4a'}"
     return encode_soundfile(samples, rate, kind), f"clip.{SOUNDFILE_FORMATS[kind][2]}"
+
+
+def write_mini_gsc(root: Path, rate: int = 16000) -> Path:
+    """A miniature shared-data GSC folder (manifest.csv) with a held-out word, and a miniature synthetic corpus."""
+    rng = np.random.default_rng(1)
+    rows = []
+    for word, count in (("yes", 6), ("up", 12), ("cat", 4), ("happy", 3)):
+        (root / "gsc" / word).mkdir(parents=True)
+        for s in range(count):
+            name = f"{word}/{s:08x}_nohash_0.flac"
+            soundfile.write(root / "gsc" / name, 0.1 * rng.standard_normal(rate // 2).astype(np.float32), rate)
+            rows.append(f"{name},{word},{s:08x},{'validation' if s == 0 else 'training'},0.5,x,y")
+    (root / "gsc" / "manifest.csv").write_text("file,word,speaker,split,duration_s,source_repo,source_commit\n"
+                                               + "\n".join(rows) + "\n")
+    (root / "gsc" / "_background_noise_").mkdir()
+    soundfile.write(root / "gsc" / "_background_noise_" / "pink.flac", 0.3 * rng.standard_normal(rate * 4).astype(np.float32), rate)
+    synth = root / "synth"
+    rows = []
+    for kind, text, split, count in (("keyword", "yes", "train", 2), ("common", "table", "train", 5),
+                                     ("common", "chair", "validation", 2), ("common", "happy", "train", 1)):
+        (synth / kind).mkdir(parents=True, exist_ok=True)
+        for k in range(count):
+            name = f"{kind}/{text}_{k:03d}.flac"
+            soundfile.write(synth / name, 0.2 * rng.standard_normal(rate).astype(np.float32), rate)
+            rows.append(f"{name},{text},{kind},{text if kind == 'keyword' else ''},espeak,en-us+m1,1.00,1.00,{split},1.0")
+    (synth / "manifest.csv").write_text(",".join(
+        ("file", "text", "kind", "target", "engine", "speaker", "rate", "pitch", "split", "duration_s")) + "\n"
+        + "\n".join(rows) + "\n")
+    return root

@@ -5,6 +5,7 @@ import pytest
 import soundfile
 
 from model.features import FeatureConfig
+from tests.audio_files import write_mini_gsc
 from tests.spike_files import write_shd_file
 from training.config import AugmentConfig, DataConfig
 from training.datasets import (
@@ -115,3 +116,48 @@ def test_shared_fsdd_official_split(data_dir):
     assert (len(dataset.train), len(dataset.validation), len(dataset.test)) == (2400, 300, 300)
     assert all(int(n.split("_")[-1].split(".")[0]) < 5 for n in dataset.test.names)
     assert dataset.train.batch_inputs(np.arange(4)).shape == (4, 40, 101)
+
+
+def test_kws10_holds_out_words_mixes_synthetic_speech_and_balances_epochs(tmp_path):
+    root = write_mini_gsc(tmp_path)
+    data = DataConfig(task="kws10", root=str(root / "gsc"), synth_root=str(root / "synth"), held_out_words=("happy",),
+                      keyword_clips_per_epoch=4, unknown_clips_per_epoch=6, synthetic_unknown_fraction=0.5,
+                      silence_fraction=0.25)
+    dataset = load_dataset(data, FeatureConfig())
+    names = dataset.train.names + dataset.validation.names + dataset.extra["synthetic_validation"].names
+    assert not [n for n in names if "happy" in n]  # neither the real nor the synthetic clips of a held-out word
+    label_of = dict(zip(dataset.train.names, dataset.train.labels))
+    assert label_of["synthetic/keyword/yes_000.flac"] == KWS10_LABELS.index("yes")
+    assert label_of["synthetic/common/table_000.flac"] == KWS10_LABELS.index(UNKNOWN)
+    assert dataset.extra["synthetic_validation"].names == ["synthetic/common/chair_000.flac", "synthetic/common/chair_001.flac"]
+    assert not [n for n in dataset.validation.names if n.startswith("synthetic/")]  # validation stays real speech
+    # an epoch: 4 of each keyword that has clips (yes, up), 3 real + 3 synthetic unknown, 25 % non-speech
+    rng = np.random.default_rng(0)
+    assert dataset.train.epoch_size == 4 + 4 + 6 + 4
+    order = dataset.train.epoch_order(rng)
+    labels = dataset.train.batch_labels(order)
+    counts = np.bincount(labels, minlength=10)
+    assert counts[KWS10_LABELS.index("yes")] == 4 and counts[KWS10_LABELS.index("up")] == 4
+    assert counts[KWS10_LABELS.index(UNKNOWN)] == 6 and counts[KWS10_LABELS.index(SILENCE)] == 4
+    synthetic_unknown = [i for i in order if i < len(dataset.train) and dataset.train.names[i].startswith("synthetic/common")]
+    assert len(synthetic_unknown) == 3
+    inputs = dataset.train.batch_inputs(order, rng, AugmentConfig(gain_db_min=-40, gain_db_max=30, speed_probability=1.0))
+    assert inputs.shape == (len(order), 40, 101) and np.isfinite(inputs).all()
+
+
+def test_non_speech_clips_span_the_configured_levels_and_the_run_is_reproducible(tmp_path):
+    from training.augment import Augmenter, write_noise_files
+
+    rng = np.random.default_rng(0)
+    noise = write_noise_files([0.3 * rng.standard_normal(16000 * 3).astype(np.float32)], ["white"], 16000, tmp_path)
+    config = AugmentConfig(silence_level_db_min=-80.0, silence_level_db_max=0.0, digital_silence_probability=0.0)
+    augmenter = Augmenter(config, 16000, noise)
+    levels = [20 * np.log10(np.sqrt(np.mean(augmenter.nonspeech(16000, np.random.default_rng(s)) ** 2)) + 1e-12)
+              for s in range(60)]
+    assert min(levels) < -60 and max(levels) > -6  # from near silence to (clipped) full scale
+    clip = augmenter.nonspeech(16000, np.random.default_rng(7))
+    assert np.abs(clip).max() <= 1.0
+    np.testing.assert_array_equal(clip, augmenter.nonspeech(16000, np.random.default_rng(7)))
+    speech = np.sin(np.arange(16000) / 5).astype(np.float32) * 0.5
+    loud = Augmenter(AugmentConfig(gain_db_min=30, gain_db_max=30, noise_probability=0.0), 16000, noise)
+    assert np.abs(loud.speech(speech, np.random.default_rng(1))).max() == pytest.approx(1.0)  # clipped like an ADC

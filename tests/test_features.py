@@ -82,3 +82,45 @@ def test_numpy_fft_fallback_equals_scipy_path():
     finally:
         features.rfft = original
     np.testing.assert_allclose(with_numpy, with_scipy, atol=1e-4)
+
+
+def test_pcen_equals_librosa_started_at_the_first_frame():
+    """PCEN as librosa computes it, with the smoother in the steady state of the window's first frame."""
+    import scipy.signal
+
+    from model.features import PCEN_INPUT_SCALE, PCEN_TIME_CONSTANT_S
+
+    config = FeatureConfig(normalization="pcen")
+    audio = (0.1 * np.random.default_rng(3).standard_normal(config.clip_samples)).astype(np.float32)
+    mel = librosa.feature.melspectrogram(
+        y=audio, sr=config.sample_rate, n_fft=config.n_fft, win_length=config.win_length,
+        hop_length=config.hop_length, n_mels=config.n_mels, fmin=config.f_min, fmax=config.f_max, power=2.0,
+    ) * PCEN_INPUT_SCALE
+    t_frames = PCEN_TIME_CONSTANT_S * config.sample_rate / config.hop_length
+    b = (np.sqrt(1 + 4 * t_frames**2) - 1) / (2 * t_frames**2)
+    zi = scipy.signal.lfilter_zi([b], [1, b - 1]) * mel[:, :1]
+    reference = librosa.pcen(mel, sr=config.sample_rate, hop_length=config.hop_length, zi=zi)
+    np.testing.assert_allclose(log_mel(audio, config), reference, atol=1e-4)
+
+
+def test_channel_mean_removes_gain_and_a_fixed_microphone_response():
+    config = FeatureConfig(normalization="channel_mean", log_floor=1e-10)
+    rng = np.random.default_rng(4)
+    t = np.arange(config.clip_samples) / config.sample_rate
+    envelope = np.exp(-((t - 0.5) ** 2) / 0.02)  # a "word" in the middle of the window, over a room's noise floor
+    word = envelope * (np.sin(2 * np.pi * 300 * t * (1 + t)) + 0.3 * rng.standard_normal(len(t)))
+    audio = (0.1 * word + 0.003 * rng.standard_normal(len(t))).astype(np.float32)
+    reference = log_mel(audio, config)
+    np.testing.assert_allclose(reference.mean(axis=-1), 0.0, atol=1e-4)
+    for gain_db in (-30.0, -10.0, 18.0):  # the loudest stays under full scale: no clipping
+        scaled = log_mel(audio * np.float32(10 ** (gain_db / 20)), config)
+        # equal but where a bin's power dips near the log floor (the narrow lowest channels, noise minima)
+        difference = np.abs(scaled - reference)
+        assert difference.mean() < 2e-3 and difference.max() < 0.1, (gain_db, difference.mean(), difference.max())
+    plain = log_mel(audio, FeatureConfig(log_floor=1e-10))
+    assert np.abs(log_mel(audio * np.float32(0.01), FeatureConfig(log_floor=1e-10)) - plain).mean() > 4  # what it removes
+
+
+def test_unknown_normalization_is_refused():
+    with pytest.raises(ValueError, match="normalization"):
+        FeatureConfig(normalization="cmvn")

@@ -32,8 +32,15 @@ class DataConfig:
     spike_channel_bins: int = 5  # SHD/SSC: 700 channels → 700 / 5 = 140 inputs
     spike_duration_s: float = 1.0  # SHD/SSC: padded/cropped length
     test_fraction: float = 0.0  # GSC manifest without a test split: validation speakers moved to test
+    # Words whose real clips never enter training (nor the synthetic corpus): the open-set evaluation.
+    held_out_words: tuple[str, ...] = ()
+    synth_root: str = ""  # kws-synth corpus folder; empty = no synthetic speech
+    keyword_clips_per_epoch: int = 0  # kws10: draws per keyword per epoch (balanced classes); 0 = every clip once
+    unknown_clips_per_epoch: int = 0  # kws10, with keyword_clips_per_epoch: draws of _unknown_ per epoch
+    synthetic_unknown_fraction: float = 0.5  # ... of which this share comes from the synthetic corpus
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "held_out_words", tuple(self.held_out_words))
         if self.task not in TASKS:
             raise ValueError(f"unknown task {self.task!r}; expected one of {TASKS}")
 
@@ -45,7 +52,22 @@ class AugmentConfig:
     noise_probability: float = 0.5
     snr_db_min: float = 5.0
     snr_db_max: float = 25.0
-    gain_db: float = 6.0  # random gain in [-gain_db, +gain_db]
+    gain_db: float = 6.0  # random gain in [-gain_db, +gain_db] unless gain_db_min/max are set
+    gain_db_min: float | None = None
+    gain_db_max: float | None = None
+    speed_probability: float = 0.0  # speed perturbation (resampling) of speech clips
+    speed_min: float = 0.9
+    speed_max: float = 1.1
+    reverb_probability: float = 0.0  # a room impulse response from the kws-synth bank (data.synth_root/rooms)
+    eq_probability: float = 0.0  # a random seven-band EQ of +-eq_gain_db
+    eq_gain_db: float = 6.0
+    colored_noise_probability: float = 0.0  # coloured noise at 20-50 dB SNR: a noise floor under quiet speech
+    lowpass_probability: float = 0.0  # a low-pass at 3-7.5 kHz (8-kHz sources, poor microphones)
+    silence_level_db_min: float = -70.0  # non-speech clips: noise RMS in dBFS, drawn uniformly
+    silence_level_db_max: float = -20.0
+    digital_silence_probability: float = 0.05  # non-speech clips left at zero
+    noise_mix_probability: float = 0.0  # a second noise mixed into a non-speech clip
+    burst_probability: float = 0.0  # non-speech clips cut into bursts
     freq_masks: int = 1
     freq_mask_width: int = 5
     time_masks: int = 1

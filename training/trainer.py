@@ -239,7 +239,7 @@ def fit(
         model.load_state_dict(load_checkpoint(init_from).raw["state_dict"])
         log(f"initialised from {init_from}")
     per_rank_batch = max(1, train_cfg.batch_size // dist.world_size)
-    steps_per_epoch = math.ceil((len(dataset.train) + dataset.train.silence_per_epoch) / train_cfg.batch_size)
+    steps_per_epoch = math.ceil(dataset.train.epoch_size / train_cfg.batch_size)
     optimizers, schedulers = build_optimizers(model, config, steps_per_epoch)
     decay_epochs = max(1, round(train_cfg.epochs * train_cfg.sigma_decay_fraction))
     sigma_init = model_config.sigma_init if model_config.sigma_init is not None else model_config.max_delay // 2
@@ -273,7 +273,8 @@ def fit(
     autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if use_bf16 else nullcontext
     params = model.parameter_count()
     if dist.is_main:
-        log(f"{dataset.description}: {len(dataset.train)} train (+{dataset.train.silence_per_epoch} silence/epoch), "
+        log(f"{dataset.description}: {len(dataset.train)} train ({dataset.train.epoch_size} per epoch, "
+            f"{dataset.train.silence_per_epoch} of them non-speech), "
             f"{len(dataset.validation)} validation, {len(dataset.test) if dataset.test else 0} test clips; "
             f"{len(dataset.labels)} classes; parameters {params}; device {device}; bf16 {use_bf16}; "
             f"processes {dist.world_size}")

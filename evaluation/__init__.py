@@ -1,0 +1,1 @@
+"""``kws-robustness``: how the served model answers input it has not seen (levels, noise, words, sounds)."""

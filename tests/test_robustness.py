@@ -1,0 +1,89 @@
+"""kws-robustness: the test sounds, and the suite end to end on a small exported model and miniature data."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from evaluation.cli import main as robustness_main
+from evaluation.sounds import SOUNDS
+from export.freeze import freeze
+from export.onnx_graph import build_onnx
+from model.checkpoint import load_checkpoint, save_checkpoint
+from model.decision import DecisionRule
+from model.features import FeatureConfig
+from model.network import DelaySNN, ModelConfig
+from model.vocabulary import KWS10_KEYWORDS, KWS10_LABELS
+from tests.audio_files import write_mini_gsc
+
+
+def test_sounds_are_what_their_names_say():
+    rng = np.random.default_rng(0)
+    rate, n = 16000, 16000
+    for name, make in SOUNDS.items():
+        x = make(n, rate, rng)
+        assert x.shape == (n,) and np.isfinite(x).all(), name
+        assert np.sqrt(np.mean(x.astype(np.float64) ** 2)) == pytest.approx(1.0, rel=1e-3), name
+    spectrum = np.abs(np.fft.rfft(SOUNDS["hum"](n, rate, np.random.default_rng(1))))  # 1-Hz bins
+    peak = int(spectrum.argmax())
+    assert min(peak % 50, 50 - peak % 50) <= 1 or min(peak % 60, 60 - peak % 60) <= 1  # a mains harmonic
+    tone = np.abs(np.fft.rfft(SOUNDS["tone"](n, rate, np.random.default_rng(2))))
+    assert tone.max() > 0.9 * np.sqrt(np.sum(tone**2))  # one frequency
+    dc = SOUNDS["dc"](n, rate, rng)
+    assert np.ptp(dc) < 1e-4
+
+
+@pytest.fixture(scope="module")
+def kws10_model(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("model")
+    torch.manual_seed(0)
+    model = DelaySNN(ModelConfig(input_size=40, hidden_sizes=(16,), num_classes=10, max_delay=5))
+    model.eval()
+    save_checkpoint(folder / "m.pt", model, name="tiny-kws10", labels=list(KWS10_LABELS),
+                    feature_config=FeatureConfig(), training={}, metrics={})
+    network = freeze(load_checkpoint(folder / "m.pt"))
+    paths = {}
+    for name, thresholds in (("plain", {}), ("strict", {k: 1.01 for k in KWS10_KEYWORDS})):
+        onnx_model = build_onnx(network, DecisionRule(KWS10_LABELS, thresholds).to_metadata())
+        paths[name] = folder / f"{name}.onnx"
+        paths[name].write_bytes(onnx_model.SerializeToString())
+    return paths
+
+
+def _config(tmp_path, root):
+    path = tmp_path / "kws10.toml"
+    path.write_text(f'[data]\ntask = "kws10"\nroot = "{root / "gsc"}"\nsynth_root = "{root / "synth"}"\n'
+                    'held_out_words = ["happy"]\n')
+    return path
+
+
+def test_suite_reports_every_set_and_thresholds_reject_keywords(tmp_path, kws10_model):
+    root = write_mini_gsc(tmp_path / "data")
+    config = _config(tmp_path, root)
+    out = tmp_path / "plain.json"
+    assert robustness_main([str(kws10_model["plain"]), "--config", str(config), "--json", str(out)]) == 0
+    results = json.loads(out.read_text())
+    assert results["open_set"]["clips"] == 3  # every real clip of the held-out word, training and validation speakers
+    assert results["validation"]["clips"] >= 3  # yes, up, cat validation clips + non-speech
+    assert set(results["sounds"]["not_keyword"]) == set(SOUNDS)
+    assert set(results["levels"]["by_gain_db"]) == {"-30", "-20", "-10", "+0", "+10", "+20"}
+    assert results["synthetic"]["word_clips"] == 2 and "fsdd" not in results  # no FSDD folder beside this GSC
+    assert {"validation accuracy", "open-set false accepts", "worst level-sweep drop (points)"} <= set(results["headline"])
+    strict = tmp_path / "strict.json"
+    assert robustness_main([str(kws10_model["strict"]), "--config", str(config), "--json", str(strict)]) == 0
+    rejected = json.loads(strict.read_text())
+    # thresholds above any score: nothing is ever accepted as a keyword
+    assert rejected["open_set"]["false_accepts"] == 0 and rejected["other_words"]["false_accepts"] == 0
+    assert rejected["sounds"]["worst_level"] == 1.0 and rejected["noise"]["worst_level"] == 1.0
+    assert rejected["validation"]["keyword_recall"] == 0
+    assert rejected["model"]["thresholds"]["yes"] == pytest.approx(1.01)
+    ignored = tmp_path / "ignored.json"
+    assert robustness_main([str(kws10_model["strict"]), "--config", str(config), "--no-thresholds", "--json", str(ignored)]) == 0
+    assert json.loads(ignored.read_text())["open_set"] == results["open_set"]  # the same graph, the top label
+
+
+def test_missing_model_is_a_clear_error(tmp_path, capsys):
+    root = write_mini_gsc(tmp_path / "data")
+    assert robustness_main([str(tmp_path / "none.onnx"), "--config", str(_config(tmp_path, root))]) == 2
+    assert "does not exist" in capsys.readouterr().err
