@@ -20,7 +20,9 @@ RUN python3 -m venv /opt/kws \
 print('\n'.join(p['dependencies'] + p['optional-dependencies']['serve']))" > /tmp/requirements.txt \
  && /opt/kws/bin/pip install -r /tmp/requirements.txt -c requirements/constraints.txt
 COPY README.md ./
-COPY model/__init__.py model/config_io.py model/features.py model/
+# The two packages the service needs, whole (model/'s torch modules are never imported by the service; the
+# layering test proves it). pyproject.toml lists every package; what is not copied here is not installed.
+COPY model/ model/
 COPY service/ service/
 # Then the code. After the install, drop what serving never loads: pip and setuptools, onnxruntime's C-API
 # library (the Python binding links its own copy) and its model-conversion tools, and the packages' test
