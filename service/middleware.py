@@ -20,6 +20,7 @@ from service.stats import ServiceStats
 
 access_logger = logging.getLogger("kws.access")
 MULTIPART_OVERHEAD = 64 * 1024  # room for the multipart framing around the files
+COUNTED_ENDPOINTS = frozenset({"/v1/recognize", "/v1/recognize/batch"})  # what /v1/stats and /metrics count
 
 
 def body_limits(settings: Settings) -> Callable[[str], int | None]:
@@ -111,7 +112,11 @@ class RequestGuard:
         finally:
             elapsed = 1000 * (time.perf_counter() - started)
             path = scope["path"]
-            if path.startswith("/v1/recognize"):
-                self.stats.record_request(path, status_holder["status"])
+            # Counted by route template, a fixed set: a raw path as a label would let any client add series
+            # (and, unescaped, write lines into /metrics). A request refused before routing has no route yet.
+            route = scope.get("route")
+            endpoint = getattr(route, "path", path)
+            if endpoint in COUNTED_ENDPOINTS:
+                self.stats.record_request(endpoint, status_holder["status"])
             access_logger.info("%s %s %s %d %.1fms", request_id, scope["method"], path, status_holder["status"], elapsed,
                                extra={"request_id": request_id, "status": status_holder["status"], "duration_ms": elapsed})

@@ -1,72 +1,101 @@
-"""Request counters and latency statistics, as JSON (/v1/stats) and Prometheus text (/metrics)."""
+"""Request counts, latencies and batch sizes, as JSON (``/v1/stats``) and Prometheus metrics (``/metrics``).
+
+Everything kept here is bounded whatever is read, and however long the process runs: request counts are
+labelled by route template (a fixed set) and status, latency percentiles come from the last
+``RECENT`` values per stage, and "throughput over the last minute" from one counter per second.
+``/metrics`` is rendered by ``prometheus_client`` (escaping and the text format are the library's), from a
+registry of this instance's own, so several apps in one process (the tests) never share series.
+"""
 
 from __future__ import annotations
 
-import bisect
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 
 import numpy as np
+from prometheus_client import CollectorRegistry, Gauge, Histogram, generate_latest
+from prometheus_client import Counter as PrometheusCounter
 
 STAGES = ("decode", "features", "queue", "inference", "total")
 LATENCY_BUCKETS_MS = (0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 RECENT = 10_000  # latencies kept per stage for percentiles
+THROUGHPUT_WINDOW_S = 60
 
 
-class Histogram:
-    def __init__(self, buckets: tuple[float, ...]) -> None:
-        self.buckets = buckets
-        self.counts = [0] * (len(buckets) + 1)
-        self.total = 0.0
-        self.count = 0
+class ThroughputWindow:
+    """Completions over the last ``seconds``: one ``[second, count]`` pair per second, at most ``seconds + 1``."""
 
-    def observe(self, value: float) -> None:
-        self.counts[bisect.bisect_left(self.buckets, value)] += 1
-        self.total += value
-        self.count += 1
+    def __init__(self, seconds: int = THROUGHPUT_WINDOW_S) -> None:
+        self.seconds = seconds
+        self.buckets: deque[list[int]] = deque()
 
-    def prometheus(self, name: str, labels: str, scale: float = 1.0) -> list[str]:
-        lines, cumulative = [], 0
-        prefix = f"{labels}," if labels else ""
-        for bound, count in zip(self.buckets, self.counts):
-            cumulative += count
-            lines.append(f'{name}_bucket{{{prefix}le="{bound * scale:g}"}} {cumulative}')
-        lines.append(f'{name}_bucket{{{prefix}le="+Inf"}} {self.count}')
-        braces = f"{{{labels}}}" if labels else ""
-        lines.append(f"{name}_sum{braces} {self.total * scale:.6f}")
-        lines.append(f"{name}_count{braces} {self.count}")
-        return lines
+    def __len__(self) -> int:
+        """Pairs held (not completions): at most ``seconds + 1``."""
+        return len(self.buckets)
+
+    def record(self, now: float) -> None:
+        second = int(now)
+        if self.buckets and self.buckets[-1][0] == second:
+            self.buckets[-1][1] += 1
+        else:
+            self.buckets.append([second, 1])
+        self._prune(second)
+
+    def count(self, now: float) -> int:
+        self._prune(int(now))
+        return sum(count for _, count in self.buckets)
+
+    def _prune(self, second: int) -> None:
+        while self.buckets and self.buckets[0][0] <= second - self.seconds:
+            self.buckets.popleft()
+
+
+class PrometheusMetrics:
+    """The series ``/metrics`` exports; all label values come from fixed sets."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = PrometheusCounter("kws_requests", "Requests by endpoint (route template) and HTTP status.",
+                                          ["endpoint", "status"], registry=r)
+        self.stage_latency = Histogram("kws_stage_latency_seconds", "Latency of each processing stage.", ["stage"],
+                                       buckets=[b / 1000 for b in LATENCY_BUCKETS_MS], registry=r)
+        self.queue_depth = Gauge("kws_queue_depth", "Model windows waiting for a forward pass.", registry=r)
+        self.batch_size = Histogram("kws_batch_size", "Windows per forward pass.", buckets=BATCH_BUCKETS, registry=r)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
 
 
 class ServiceStats:
-    def __init__(self) -> None:
-        self.started = time.time()
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.started = clock()
         self.requests: Counter[tuple[str, int]] = Counter()
         self.recent = {stage: deque(maxlen=RECENT) for stage in STAGES}
-        self.histograms = {stage: Histogram(LATENCY_BUCKETS_MS) for stage in STAGES}
-        self.completions: deque[float] = deque()
-        self.batch_histogram = Histogram(BATCH_BUCKETS)
+        self.completions = ThroughputWindow()
+        self.metrics = PrometheusMetrics()
 
     def record_request(self, endpoint: str, status: int) -> None:
+        """``endpoint`` is a route template (``/v1/recognize``), never a raw path: the label set stays fixed."""
         self.requests[(endpoint, status)] += 1
+        self.metrics.requests.labels(endpoint=endpoint, status=str(status)).inc()
 
     def record_latency(self, latency_ms: dict[str, float]) -> None:
-        now = time.monotonic()
-        self.completions.append(now)
+        self.completions.record(self.clock())
         for stage, value in latency_ms.items():
             self.recent[stage].append(value)
-            self.histograms[stage].observe(value)
+            self.metrics.stage_latency.labels(stage=stage).observe(value / 1000)
 
     def record_batch(self, size: int) -> None:
-        self.batch_histogram.observe(size)
+        self.metrics.batch_size.observe(size)
 
     def throughput_last_minute(self) -> float:
-        now = time.monotonic()
-        while self.completions and self.completions[0] < now - 60:
-            self.completions.popleft()
-        window = min(60.0, max(1e-9, time.time() - self.started))
-        return len(self.completions) / window
+        now = self.clock()
+        window = min(float(THROUGHPUT_WINDOW_S), max(1e-9, now - self.started))
+        return self.completions.count(now) / window
 
     def snapshot(self, queue_depth: int, batch_sizes: Counter[int]) -> dict:
         latency = {}
@@ -81,7 +110,7 @@ class ServiceStats:
             if status >= 400:
                 errors[str(status)] += count
         return {
-            "uptime_s": round(time.time() - self.started, 1),
+            "uptime_s": round(self.clock() - self.started, 1),
             "requests": sum(self.requests.values()),
             "requests_by_endpoint": {f"{e} {s}": c for (e, s), c in sorted(self.requests.items())},
             "errors_by_status": dict(errors),
@@ -91,16 +120,6 @@ class ServiceStats:
             "batch_size_histogram": {str(k): v for k, v in sorted(batch_sizes.items())},
         }
 
-    def prometheus(self, queue_depth: int) -> str:
-        lines = ["# HELP kws_requests_total Requests by endpoint and HTTP status.", "# TYPE kws_requests_total counter"]
-        for (endpoint, status), count in sorted(self.requests.items()):
-            lines.append(f'kws_requests_total{{endpoint="{endpoint}",status="{status}"}} {count}')
-        lines += ["# HELP kws_stage_latency_seconds Latency of each processing stage.",
-                  "# TYPE kws_stage_latency_seconds histogram"]
-        for stage, histogram in self.histograms.items():
-            lines += histogram.prometheus("kws_stage_latency_seconds", f'stage="{stage}"', scale=1e-3)
-        lines += ["# HELP kws_queue_depth Model windows waiting for a forward pass.", "# TYPE kws_queue_depth gauge",
-                  f"kws_queue_depth {queue_depth}",
-                  "# HELP kws_batch_size Windows per forward pass.", "# TYPE kws_batch_size histogram"]
-        lines += self.batch_histogram.prometheus("kws_batch_size", "")
-        return "\n".join(lines) + "\n"
+    def prometheus(self, queue_depth: int) -> bytes:
+        self.metrics.queue_depth.set(queue_depth)
+        return self.metrics.render()

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import soundfile
 from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
 
 from service.app import create_app
 from service.settings import Settings
@@ -168,10 +169,36 @@ def test_models_stats_and_metrics(client):
     assert stats["requests"] > 0 and "400" in stats["errors_by_status"]
     assert {"p50", "p95", "p99", "max"} <= set(stats["latency_ms"]["total"])
     assert stats["queue_depth"] == 0 and stats["batch_size_histogram"]
-    metrics = client.get("/metrics").text
-    assert 'kws_requests_total{endpoint="/v1/recognize",status="200"}' in metrics
-    assert 'kws_stage_latency_seconds_bucket{stage="inference",le="+Inf"}' in metrics
-    assert "kws_queue_depth 0" in metrics and "kws_batch_size_count" in metrics
+    samples = metric_samples(client.get("/metrics").text)
+    assert samples[("kws_requests_total", (("endpoint", "/v1/recognize"), ("status", "200")))] > 0
+    assert ("kws_stage_latency_seconds_bucket", (("le", "+Inf"), ("stage", "inference"))) in samples
+    assert samples[("kws_queue_depth", ())] == 0 and samples[("kws_batch_size_count", ())] > 0
+
+
+def metric_samples(text: str) -> dict[tuple[str, tuple], float]:
+    """The exposition parsed by prometheus_client's own parser: (name, sorted labels) -> value."""
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples}
+
+
+def test_metrics_cannot_be_injected_and_paths_add_no_series(server):
+    """A path is never a label value: the request counts are labelled by route template, a fixed set."""
+    def request_series() -> set:
+        return {labels for name, labels in metric_samples(httpx.get(f"{server.base}/metrics").text)
+                if name == "kws_requests_total"}
+
+    clip = {"file": ("t.wav", b"", "audio/wav")}  # refused (400) before the model: the server's batches stay as they are
+    assert httpx.post(f"{server.base}/v1/recognize", files=clip).status_code == 400
+    before = request_series()
+    injection = "/v1/recognize%22%7D%20evil%0Ainjected_metric%201%0A1"
+    assert httpx.post(server.base + injection, files=clip).status_code == 404
+    for index in range(20):
+        assert httpx.post(f"{server.base}/v1/recognize{index}x", files=clip).status_code == 404
+    text = httpx.get(f"{server.base}/metrics").text
+    families = {family.name for family in text_string_to_metric_families(text)}
+    assert "injected_metric" not in text and all(name.startswith(("kws_", "process_")) for name in families), families
+    assert request_series() == before
+    assert {dict(labels)["endpoint"] for labels in before} <= {"/v1/recognize", "/v1/recognize/batch"}
 
 
 def test_openapi_documents_the_endpoints(client):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 
 from fastapi import APIRouter
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import PlainTextResponse, Response
+from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4
 
 from service.deps import Ready, State
 from service.schemas import ErrorBody
@@ -47,7 +48,7 @@ async def readyz(service: Ready) -> dict:
 
 
 @router.get("/metrics", tags=["operations"], response_class=PlainTextResponse)
-async def metrics(state: State) -> PlainTextResponse:
-    """Prometheus text format."""
+async def metrics(state: State) -> Response:
+    """Prometheus text format (rendered by prometheus_client)."""
     depth = state.batcher.depth if state.batcher else 0
-    return PlainTextResponse(state.stats.prometheus(depth), media_type="text/plain; version=0.0.4")
+    return Response(state.stats.prometheus(depth), media_type=CONTENT_TYPE_PLAIN_0_0_4)
