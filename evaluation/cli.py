@@ -83,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     fsdd = args.fsdd or gsc.parent / "fsdd"
     synth = Path(config.data.synth_root) if config.data.synth_root else None
-    data = Data(gsc, fsdd if fsdd.is_dir() else None, synth, config.data.held_out_words, config.data.noise_holdout)
+    data = Data(gsc, fsdd if fsdd.is_dir() else None, synth, config.data.held_out_words, config.data.noise_holdout,
+                config.data.test_fraction or 1.0)
     try:
         model = KeywordModel.load(args.model or SHIPPED_MODEL)
     except ModelLoadError as error:

@@ -6,8 +6,9 @@ clip up to 1 s, windows every ``hop`` over longer ones), the ONNX graph, and the
 
 Sets (each a list of clips with the answer they should get):
 
-* ``validation``       real clips of the validation speakers (keywords, other words) + non-speech clips
-                       from the held-out noise, the kws10 ten-way accuracy;
+* ``validation``       real clips of the held-out half of the validation speakers (they chose neither the
+                       epoch nor the thresholds): keywords, other words, + non-speech clips from the
+                       held-out noise; the kws10 ten-way accuracy;
 * ``open_set``         real clips of the held-out words (never trained on, real or synthetic): false accepts;
 * ``other_words``      validation speakers' non-keyword words that training has seen: false accepts;
 * ``levels``           the validation speech clips at -30 ... +20 dB, clipped to +-1 like an ADC;
@@ -15,7 +16,8 @@ Sets (each a list of clips with the answer they should get):
 * ``sounds``           hum, tones, chirps, clicks, square waves, chords, DC (no such sound in training);
 * ``fsdd``             spoken digits of another corpus (8 kHz, other microphones): false accepts;
 * ``synthetic``        synthetic validation keywords (voices training never heard) and synthetic
-                       validation words: does the network reject "not a keyword" or "synthetic"?
+                       validation words, the half the thresholds were not chosen on: does the network
+                       reject "not a keyword", or "synthetic"?
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from evaluation.sounds import SOUNDS
 from model.decision import DecisionRule
 from model.features import fit_to_clip
 from model.vocabulary import SILENCE, UNKNOWN
+from training.speech_commands import is_evaluation_clip, is_test_speaker
 
 LEVELS_DB = (-30.0, -20.0, -10.0, 0.0, 10.0, 20.0)
 NOISE_LEVELS_DBFS = (-70.0, -60.0, -50.0, -40.0, -30.0, -20.0, -10.0, -5.0, 0.0)
@@ -92,6 +95,10 @@ def at_rms(clip: np.ndarray, dbfs: float) -> np.ndarray:
     return np.clip(clip * np.float32(10 ** (dbfs / 20) / rms), -1.0, 1.0).astype(np.float32)
 
 
+def _mask(flags: Iterable[bool]) -> np.ndarray:
+    return np.fromiter(flags, dtype=bool)
+
+
 def _rate(flags: np.ndarray) -> float:
     return round(float(np.mean(flags)), 4) if len(flags) else float("nan")
 
@@ -105,6 +112,7 @@ class Data:
     synth: Path | None
     held_out_words: tuple[str, ...]
     noise_holdout: float = 0.2
+    test_fraction: float = 0.5  # validation speakers kept from model selection and calibration
     seed: int = 0
 
 
@@ -135,7 +143,9 @@ def run_suite(scorer: Scorer, data: Data, every: int = 1, progress=lambda name: 
     rng = np.random.default_rng(data.seed)
     rows = _gsc_rows(data)
     held_out = set(data.held_out_words)
-    validation = [r for r in rows if r["split"] == "validation" and r["word"] not in held_out][::every]
+    # The half of the validation speakers that chose neither the epoch nor the thresholds (data.test_fraction).
+    validation = [r for r in rows if r["split"] == "validation" and r["word"] not in held_out
+                  and is_test_speaker(r["file"], data.test_fraction)][::every]
     clips = [read_audio(data.gsc / r["file"], rate) for r in validation]
     targets = [r["word"] if r["word"] in keywords else UNKNOWN for r in validation]
     noises = held_out_noise(data, rate)
@@ -148,9 +158,9 @@ def run_suite(scorer: Scorer, data: Data, every: int = 1, progress=lambda name: 
     answers = scorer.answers(clips + silence)
     truth = targets + [SILENCE] * len(silence)
     correct = np.array([a.label == t for a, t in zip(answers, truth)])
-    per_class = {label: _rate(correct[[t == label for t in truth]]) for label in model.labels}
+    per_class = {label: _rate(correct[_mask(t == label for t in truth)]) for label in model.labels}
     results["validation"] = {"clips": len(truth), "accuracy": _rate(correct), "per_class": per_class,
-                             "keyword_recall": _rate(correct[[t in keywords for t in truth]])}
+                             "keyword_recall": _rate(correct[_mask(t in keywords for t in truth)])}
 
     # open set: every real clip of the held-out words
     progress("open set")
@@ -159,7 +169,7 @@ def run_suite(scorer: Scorer, data: Data, every: int = 1, progress=lambda name: 
     accepted = scorer.accepted(open_answers)
     results["open_set"] = {
         "clips": len(open_rows), "false_accepts": _rate(accepted),
-        "per_word": {w: _rate(accepted[[r["word"] == w for r in open_rows]]) for w in sorted(held_out)},
+        "per_word": {w: _rate(accepted[_mask(r["word"] == w for r in open_rows)]) for w in sorted(held_out)},
         "accepted_as": dict(Counter(a.label for a, ok in zip(open_answers, accepted) if ok).most_common()),
     }
     other = np.array([t == UNKNOWN for t in targets])
@@ -172,7 +182,7 @@ def run_suite(scorer: Scorer, data: Data, every: int = 1, progress=lambda name: 
     for gain in LEVELS_DB:
         level_answers = scorer.answers([at_level(c, gain) for c in clips[::2]])
         ok = np.array([a.label == t for a, t in zip(level_answers, targets[::2])])
-        sweep[f"{gain:+.0f}"] = {"accuracy": _rate(ok), "keyword_recall": _rate(ok[[t in keywords for t in targets[::2]]])}
+        sweep[f"{gain:+.0f}"] = {"accuracy": _rate(ok), "keyword_recall": _rate(ok[_mask(t in keywords for t in targets[::2])])}
     reference = sweep["+0"]["accuracy"]
     results["levels"] = {"clips": len(clips[::2]), "by_gain_db": sweep,
                          "worst_drop_points": round(100 * max(reference - v["accuracy"] for v in sweep.values()), 2)}
@@ -202,16 +212,18 @@ def run_suite(scorer: Scorer, data: Data, every: int = 1, progress=lambda name: 
     if data.synth is not None and (data.synth / "manifest.csv").exists():
         progress("synthetic")
         with open(data.synth / "manifest.csv", newline="") as handle:
-            synth = [r for r in csv.DictReader(handle) if r["split"] == "validation" and r["text"] not in held_out][::every]
+            synth = [r for r in csv.DictReader(handle) if r["split"] == "validation" and r["text"] not in held_out
+                     and is_evaluation_clip(r)][::every]
         synth_answers = scorer.answers([fit_to_clip(read_audio(data.synth / r["file"], rate), model.features) for r in synth])
-        is_keyword = np.array([r["kind"] == "keyword" for r in synth])
-        right = np.array([a.label == r["text"] for a, r in zip(synth_answers, synth)])
+        is_keyword = np.array([r["kind"] == "keyword" for r in synth], dtype=bool)
+        right = np.array([a.label == r["text"] for a, r in zip(synth_answers, synth)], dtype=bool)
         accepted = scorer.accepted(synth_answers)
         kinds = sorted({r["kind"] for r in synth} - {"keyword"})
         results["synthetic"] = {
             "keyword_clips": int(is_keyword.sum()), "keyword_recall": _rate(right[is_keyword]),
             "word_clips": int((~is_keyword).sum()), "word_false_accepts": _rate(accepted[~is_keyword]),
-            "false_accepts_by_kind": {k: _rate(accepted[[r["kind"] == k for r in synth]]) for k in kinds},
+            "false_accepts_by_kind": {k: _rate(accepted[_mask(r["kind"] == k for r in synth)])
+                                      for k in kinds},
         }
     return results
 

@@ -42,6 +42,19 @@ def _speaker_hash_fraction(speaker: str, salt: str) -> float:
     return int(digest[:8], 16) / 0xFFFFFFFF
 
 
+def is_test_speaker(file_name: str, test_fraction: float) -> bool:
+    """Whether a validation clip's speaker is in the held-out test part (``data.test_fraction``, by speaker hash)."""
+    return _speaker_hash_fraction(_speaker_of(file_name), "test-holdout") < test_fraction
+
+
+def is_evaluation_clip(row: dict[str, str]) -> bool:
+    """Synthetic validation clips split in two — words by their text, keywords by clip (their voices are
+    already unseen): one half chooses the thresholds (``kws-export --calibrate``), the other is only
+    evaluated (``kws-robustness``)."""
+    key = row["file"] if row["kind"] == "keyword" else row["text"]
+    return _speaker_hash_fraction(key, "synthetic-evaluation") < 0.5
+
+
 def gsc_file_splits(root: Path) -> dict[str, list[tuple[str, str]]]:
     """``split → [(relative file, word)]`` from ``manifest.csv`` (shared data) or the standard lists."""
     manifest = root / "manifest.csv"
@@ -117,7 +130,7 @@ def load_gsc(data: DataConfig, features: FeatureConfig, seed: int = 0) -> Datase
     test_items = labelled(splits["testing"])
     if not test_items and data.test_fraction > 0:
         # The shared subset has no test speakers: move a speaker-hashed part of validation to test.
-        is_test = [_speaker_hash_fraction(_speaker_of(f), "test-holdout") < data.test_fraction for f, _ in validation_items]
+        is_test = [is_test_speaker(f, data.test_fraction) for f, _ in validation_items]
         test_items = [item for item, t in zip(validation_items, is_test) if t]
         validation_items = [item for item, t in zip(validation_items, is_test) if not t]
     if data.limit_per_class is not None:
@@ -145,7 +158,7 @@ def load_gsc(data: DataConfig, features: FeatureConfig, seed: int = 0) -> Datase
         synth_root = Path(data.synth_root)
         rows = [r for r in read_synthetic_manifest(synth_root) if r["text"] not in held_out]
         for split in ("train", "validation"):
-            part = [r for r in rows if r["split"] == split]
+            part = [r for r in rows if r["split"] == split and not (split == "validation" and is_evaluation_clip(r))]
             if data.limit_per_class is not None:
                 part = part[: data.limit_per_class]
             synthetic = ClipSet(
@@ -157,7 +170,7 @@ def load_gsc(data: DataConfig, features: FeatureConfig, seed: int = 0) -> Datase
             if split == "train":
                 train = _concatenate(train, synthetic)
             else:
-                extra["synthetic_validation"] = synthetic
+                extra["synthetic_calibration"] = synthetic
     speech_per_epoch = len(train)
     if kws10 and data.keyword_clips_per_epoch > 0:
         synthetic = np.array([n.startswith("synthetic/") for n in train.names])
