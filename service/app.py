@@ -43,6 +43,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         state.start()
         # Warm up in the background: /healthz answers at once, /readyz only once the pipeline is warm.
         warming = asyncio.get_running_loop().create_task(warm_up(state), name="warm-up")
+        warming.add_done_callback(lambda task: warm_up_done(state, task))
         try:
             yield
         finally:
@@ -72,6 +73,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.get("/", include_in_schema=False)(lambda: FileResponse(STATIC_DIR / "index.html"))
     return app
+
+
+def warm_up_done(state: ServiceState, task: asyncio.Task) -> None:
+    """A warm-up that raised leaves the service unable to serve: fail loudly rather than stay unready for ever."""
+    if not task.cancelled() and (error := task.exception()) is not None:
+        state.fail(f"warm-up failed, the service cannot serve: {type(error).__name__}: {error}", error)
 
 
 async def warm_up(state: ServiceState) -> None:

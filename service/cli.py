@@ -79,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level, http=protocol,
                             access_log=False, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS)
     server = uvicorn.Server(config)
+    state = app.state.service
+    state.on_failure = lambda: setattr(server, "should_exit", True)  # then exit 1, below
     original_exit = server.handle_exit
 
     def handle_exit(sig, frame) -> None:  # readiness drops first, so load balancers stop routing here
@@ -90,6 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     for stop_signal in (signal.SIGINT, signal.SIGTERM):
         signal.signal(stop_signal, lambda *_: None)
     server.run()
+    if state.failure is not None:
+        print(f"kws-serve: {state.failure}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -6,6 +6,8 @@ halves, so everything started is also shut down. Routes reach it through ``servi
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from service.audio import AudioLimits
@@ -13,6 +15,8 @@ from service.batching import MicroBatcher
 from service.inference import KeywordModel
 from service.settings import Settings
 from service.stats import ServiceStats
+
+logger = logging.getLogger("kws.service")
 
 
 class ServiceState:
@@ -25,6 +29,16 @@ class ServiceState:
         self.stream_pool: ThreadPoolExecutor | None = None  # WebM/Ogg streams wait for their demuxer here
         self.open_streams = 0
         self.ready = False
+        self.failure: str | None = None  # why the service can never become ready: /healthz then answers 503
+        self.on_failure: Callable[[], None] | None = None  # kws-serve stops the server here (exit status 1)
+
+    def fail(self, reason: str, error: BaseException | None = None) -> None:
+        """The service cannot serve (e.g. the warm-up raised): log the cause, fail liveness, tell kws-serve."""
+        logger.error("%s", reason, exc_info=error)
+        self.ready = False
+        self.failure = reason
+        if self.on_failure is not None:
+            self.on_failure()
 
     @property
     def limits(self) -> AudioLimits:

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -118,6 +119,51 @@ def test_a_bad_model_file_stops_start_up_with_the_file_and_problem_named(tmp_pat
                             capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert result.returncode == 2
     assert str(path) in result.stderr and problem in result.stderr, result.stderr
+
+
+def model_failing_at_run_time(tmp_path) -> Path:
+    """A valid delay-SNN-shaped ONNX file (loads, metadata and shapes right) whose forward pass always raises:
+    its Gather reads feature rows 100 and 101 of 40."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    path = tmp_path / "fails_at_run_time.onnx"
+    indices = helper.make_tensor("rows", TensorProto.INT64, [2], [100, 101])
+    graph = helper.make_graph(
+        [helper.make_node("ReduceMean", ["features"], ["mean"], axes=[2], keepdims=0),
+         helper.make_node("Gather", ["mean", "rows"], ["scores"], axis=1)], "g",
+        [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", 40, "time"])],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", 2])], initializer=[indices])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.metadata_props.extend([onnx.StringStringEntryProto(key="labels", value='["yes", "_unknown_"]'),
+                                 onnx.StringStringEntryProto(key="feature_config", value='{"sample_rate": 16000, "n_mels": 40}')])
+    onnx.save(model, path)
+    return path
+
+
+def test_a_warm_up_that_fails_fails_liveness_and_names_the_cause(tmp_path, caplog):
+    from fastapi.testclient import TestClient
+
+    from service.app import create_app
+    from service.settings import Settings
+
+    with TestClient(create_app(Settings(model_path=model_failing_at_run_time(tmp_path)))) as client:
+        deadline = time.monotonic() + 30
+        while client.get("/healthz").status_code == 200 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        health = client.get("/healthz")
+        assert health.status_code == 503 and health.json()["error"]["code"] == "unhealthy"
+        assert "warm-up failed" in health.json()["error"]["message"] and "Gather" in health.json()["error"]["message"]
+        assert client.get("/readyz").status_code == 503
+    assert any("warm-up failed" in record.getMessage() and record.exc_info for record in caplog.records)
+
+
+def test_kws_serve_exits_non_zero_when_its_warm_up_fails(tmp_path):
+    path = model_failing_at_run_time(tmp_path)
+    result = subprocess.run([sys.executable, "-m", "service.cli", "--port", "0", "--model", str(path)], cwd=REPO,
+                            capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "kws-serve: warm-up failed" in result.stderr and "Gather" in result.stderr
 
 
 def test_a_batch_of_long_clips_is_admitted_as_one_request_and_not_shed_against_itself():

@@ -9,6 +9,7 @@ from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4
 
 from service.deps import Ready, State
+from service.errors import ServiceError
 from service.schemas import ErrorBody
 
 router = APIRouter()
@@ -35,9 +36,11 @@ async def stats(state: State) -> dict:
     return state.stats.snapshot(batcher.depth if batcher else 0, batcher.batch_sizes if batcher else {})
 
 
-@router.get("/healthz", tags=["operations"])
-async def healthz() -> dict:
-    """The process is alive."""
+@router.get("/healthz", tags=["operations"], responses={503: {"model": ErrorBody}})
+async def healthz(state: State) -> dict:
+    """The process is alive (503 once it knows it can never serve, e.g. its warm-up failed: restart it)."""
+    if state.failure is not None:
+        raise ServiceError(503, "unhealthy", state.failure)
     return {"status": "ok"}
 
 
