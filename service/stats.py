@@ -64,6 +64,7 @@ class PrometheusMetrics:
                                        buckets=[b / 1000 for b in LATENCY_BUCKETS_MS], registry=r)
         self.queue_depth = Gauge("kws_queue_depth", "Model windows waiting for a forward pass.", registry=r)
         self.batch_size = Histogram("kws_batch_size", "Windows per forward pass.", buckets=BATCH_BUCKETS, registry=r)
+        self.open_streams = Gauge("kws_open_streams", "WebSocket streams open now (WS /v1/stream).", registry=r)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -97,7 +98,7 @@ class ServiceStats:
         window = min(float(THROUGHPUT_WINDOW_S), max(1e-9, now - self.started))
         return self.completions.count(now) / window
 
-    def snapshot(self, queue_depth: int, batch_sizes: Counter[int]) -> dict:
+    def snapshot(self, queue_depth: int, batch_sizes: Counter[int], open_streams: int = 0) -> dict:
         latency = {}
         for stage, values in self.recent.items():
             if values:
@@ -117,9 +118,11 @@ class ServiceStats:
             "latency_ms": latency,
             "throughput_last_minute_rps": round(self.throughput_last_minute(), 3),
             "queue_depth": queue_depth,
+            "open_streams": open_streams,
             "batch_size_histogram": {str(k): v for k, v in sorted(batch_sizes.items())},
         }
 
-    def prometheus(self, queue_depth: int) -> bytes:
+    def prometheus(self, queue_depth: int, open_streams: int = 0) -> bytes:
         self.metrics.queue_depth.set(queue_depth)
+        self.metrics.open_streams.set(open_streams)
         return self.metrics.render()

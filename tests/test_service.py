@@ -62,6 +62,18 @@ def test_readyz_before_and_after_warm_up():
         assert started.get("/readyz").json()["status"] == "ready"
 
 
+def test_the_lifespan_shuts_down_every_pool_it_started():
+    app = create_app(Settings())
+    with TestClient(app) as started:
+        wait_ready(started)
+        state = app.state.service
+        pools = [state.preprocess, state.stream_pool]
+        assert all(pool.submit(int, "1").result() == 1 for pool in pools)
+    for pool in pools:  # refused once shut down
+        with pytest.raises(RuntimeError, match="shutdown"):
+            pool.submit(int, "1")
+
+
 def test_recognize_response_contract(client):
     response = client.post("/v1/recognize?top_k=4", files={"file": ("tone.wav", wav_bytes(tone()[:, 0]), "audio/wav")})
     assert response.status_code == 200, response.text

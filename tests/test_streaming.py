@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
+import socket
 import time
 
 import httpx
 import numpy as np
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
@@ -353,6 +356,34 @@ def test_stream_trickling_audio_is_closed_at_its_wall_clock_limit(tight_url):
         close_code = websocket.close_code
     assert close_code == 4408 and received[-1]["code"] == "max_duration" and "wall-clock" in received[-1]["message"]
     assert time.monotonic() - started < 10
+
+
+def open_streams(base: str) -> tuple[int, float]:
+    """(open_streams in /v1/stats, the kws_open_streams gauge in /metrics)."""
+    gauge = next(sample.value for family in text_string_to_metric_families(httpx.get(f"{base}/metrics").text)
+                 for sample in family.samples if sample.name == "kws_open_streams")
+    return httpx.get(f"{base}/v1/stats").json()["open_streams"], gauge
+
+
+def test_abruptly_dropped_streams_release_their_slots(stream_url):
+    """Clients that vanish without a close frame (pcm16 between messages, WebM while its demuxer waits for more)."""
+    base = stream_url.replace("ws://", "http://").removesuffix("/v1/stream")
+    webm = encode_pyav(tone(3.0, 48_000), 48_000, "webm-opus")
+    with contextlib.ExitStack() as stack:
+        clients = []
+        for query, first in [("format=pcm16", b"\x00\x00" * 1600), ("format=webm", webm[:3_000]), ("format=ogg", b"")]:
+            websocket = stack.enter_context(connect(f"{stream_url}?{query}", open_timeout=10, close_timeout=1))
+            assert json.loads(websocket.recv(timeout=10))["type"] == "ready"
+            if first:
+                websocket.send(first)
+            clients.append(websocket)
+        assert open_streams(base) == (3, 3)
+        for websocket in clients:
+            websocket.socket.shutdown(socket.SHUT_RDWR)  # no close frame: the TCP connection just goes
+    deadline = time.monotonic() + 30
+    while open_streams(base) != (0, 0) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert open_streams(base) == (0, 0)
 
 
 def test_http_endpoints_still_answer_beside_streams(stream_url):

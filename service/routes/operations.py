@@ -31,9 +31,10 @@ async def models(service: Ready) -> dict:
 
 @router.get("/v1/stats", tags=["operations"])
 async def stats(state: State) -> dict:
-    """Requests, errors by status, latency percentiles per stage, throughput, queue depth, batch sizes."""
+    """Requests, errors by status, latency percentiles per stage, throughput, queue depth, open streams, batch sizes."""
     batcher = state.batcher
-    return state.stats.snapshot(batcher.depth if batcher else 0, batcher.batch_sizes if batcher else {})
+    return state.stats.snapshot(batcher.depth if batcher else 0, batcher.batch_sizes if batcher else {},
+                                state.open_streams)
 
 
 @router.get("/healthz", tags=["operations"], responses={503: {"model": ErrorBody}})
@@ -54,4 +55,4 @@ async def readyz(service: Ready) -> dict:
 async def metrics(state: State) -> Response:
     """Prometheus text format (rendered by prometheus_client)."""
     depth = state.batcher.depth if state.batcher else 0
-    return Response(state.stats.prometheus(depth), media_type=CONTENT_TYPE_PLAIN_0_0_4)
+    return Response(state.stats.prometheus(depth, state.open_streams), media_type=CONTENT_TYPE_PLAIN_0_0_4)
