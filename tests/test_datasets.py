@@ -162,3 +162,13 @@ def test_non_speech_clips_span_the_configured_levels_and_the_run_is_reproducible
     speech = np.sin(np.arange(16000) / 5).astype(np.float32) * 0.5
     loud = Augmenter(AugmentConfig(gain_db_min=30, gain_db_max=30, noise_probability=0.0), 16000, noise)
     assert np.abs(loud.speech(speech, np.random.default_rng(1))).max() == pytest.approx(1.0)  # clipped like an ADC
+
+
+def test_synthetic_keyword_fraction_fixes_the_share_of_synthetic_keyword_draws(tmp_path):
+    root = write_mini_gsc(tmp_path)
+    data = DataConfig(task="kws10", root=str(root / "gsc"), synth_root=str(root / "synth"), held_out_words=("happy",),
+                      keyword_clips_per_epoch=10, unknown_clips_per_epoch=4, synthetic_keyword_fraction=0.3)
+    train = load_dataset(data, FeatureConfig()).train
+    order = train.epoch_order(np.random.default_rng(0))
+    yes = [i for i in order if i < len(train) and train.labels[i] == KWS10_LABELS.index("yes")]
+    assert len(yes) == 10 and sum(train.names[i].startswith("synthetic/") for i in yes) == 3

@@ -89,6 +89,6 @@ def test_corpus_renders_once_and_resumes(tmp_path):
 def test_cli_plan_prints_counts_and_refuses_unknown_engines(capsys):
     assert synth_main(["--plan", "--common-words", "50", "--phrases", "5"]) == 0
     out = capsys.readouterr().out
-    assert "by kind" in out and "'keyword': 1200" in out
+    assert "by kind" in out and "'keyword': 4000" in out
     assert synth_main(["--plan", "--engines", "sam"]) == 2
     assert "unknown ['sam']" in capsys.readouterr().err

@@ -38,6 +38,10 @@ class DataConfig:
     keyword_clips_per_epoch: int = 0  # kws10: draws per keyword per epoch (balanced classes); 0 = every clip once
     unknown_clips_per_epoch: int = 0  # kws10, with keyword_clips_per_epoch: draws of _unknown_ per epoch
     synthetic_unknown_fraction: float = 0.5  # ... of which this share comes from the synthetic corpus
+    # Share of each keyword's draws taken from its synthetic clips; 0 = one pool, real and synthetic alike.
+    # Synthetic speech is most of the synthetic unknowns: without enough synthetic keywords beside them,
+    # "synthetic" would predict "not a keyword".
+    synthetic_keyword_fraction: float = 0.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "held_out_words", tuple(self.held_out_words))

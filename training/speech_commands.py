@@ -9,9 +9,10 @@ kws10 specifics:
   keywords, everything else as ``_unknown_``); its validation clips (other words, other voices) are
   ``Dataset.extra["synthetic_validation"]``, kept apart so that validation accuracy stays a figure on
   real speech.
-* ``data.keyword_clips_per_epoch > 0`` balances an epoch: that many draws of every keyword (real and
-  synthetic clips of it alike), ``data.unknown_clips_per_epoch`` of ``_unknown_`` of which
-  ``data.synthetic_unknown_fraction`` are synthetic, plus non-speech clips for ``_silence_``.
+* ``data.keyword_clips_per_epoch > 0`` balances an epoch: that many draws of every keyword (of which
+  ``data.synthetic_keyword_fraction`` synthetic; 0 = real and synthetic clips in one pool),
+  ``data.unknown_clips_per_epoch`` of ``_unknown_`` of which ``data.synthetic_unknown_fraction`` are
+  synthetic, plus non-speech clips for ``_silence_``.
 """
 
 from __future__ import annotations
@@ -173,9 +174,16 @@ def load_gsc(data: DataConfig, features: FeatureConfig, seed: int = 0) -> Datase
                 extra["synthetic_calibration"] = synthetic
     speech_per_epoch = len(train)
     if kws10 and data.keyword_clips_per_epoch > 0:
-        synthetic = np.array([n.startswith("synthetic/") for n in train.names])
-        train.pools = [Pool(word, np.flatnonzero(train.labels == i), data.keyword_clips_per_epoch)
-                       for i, word in enumerate(KWS10_KEYWORDS)]
+        synthetic = np.array([n.startswith("synthetic/") for n in train.names], dtype=bool)
+        synthetic_draws = int(round(data.keyword_clips_per_epoch * data.synthetic_keyword_fraction))
+        train.pools = []
+        for i, word in enumerate(KWS10_KEYWORDS):
+            if synthetic_draws:
+                train.pools += [Pool(word, np.flatnonzero((train.labels == i) & ~synthetic),
+                                     data.keyword_clips_per_epoch - synthetic_draws),
+                                Pool(f"synthetic {word}", np.flatnonzero((train.labels == i) & synthetic), synthetic_draws)]
+            else:
+                train.pools.append(Pool(word, np.flatnonzero(train.labels == i), data.keyword_clips_per_epoch))
         synthetic_unknown = int(round(data.unknown_clips_per_epoch * data.synthetic_unknown_fraction))
         is_unknown = train.labels == unknown_index
         train.pools += [Pool("real unknown", np.flatnonzero(is_unknown & ~synthetic),

@@ -13,7 +13,7 @@ examples:
   kws-synth --plan                            # what would be rendered, by kind and engine; renders nothing
   kws-synth --common-words 500 --phrases 100 --out /tmp/small --jobs 2
 
-Texts: the keywords (150 voices each, labelled as keywords in training), near-misses of every keyword
+Texts: the keywords (500 voices each, labelled as keywords in training), near-misses of every keyword
 (rhymes, one-phone minimal pairs, words containing a keyword's sound; 6 voices each), every Speech
 Commands word that is not a keyword (30 voices each), common English words from wordfreq (2 each) and
 short phrases (1 each). Homophones of keywords and the config's data.held_out_words are left out.

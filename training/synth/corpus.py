@@ -23,7 +23,7 @@ from training.synth.voices import Voice, sample_voice, synthesize
 from training.synth.words import Text
 
 MANIFEST = "manifest.csv"
-RENDITIONS = {"keyword": 150, "speech_commands": 30, "near_miss": 6, "common": 2, "phrase": 1}
+RENDITIONS = {"keyword": 500, "speech_commands": 30, "near_miss": 6, "common": 2, "phrase": 1}
 VALIDATION_FRACTION = {"keyword": 0.15, "default": 0.10}
 MAX_SECONDS = 3.0
 PEAK = 0.5  # clips are stored at one peak level; training draws the level (augmentation)
