@@ -13,8 +13,12 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
-from contextlib import asynccontextmanager
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
+from types import FrameType
 
 import numpy as np
 from fastapi import FastAPI
@@ -45,7 +49,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         warming = asyncio.get_running_loop().create_task(warm_up(state), name="warm-up")
         warming.add_done_callback(lambda task: warm_up_done(state, task))
         try:
-            yield
+            with readiness_drops_on_stop_signals(state):
+                yield
         finally:
             warming.cancel()
             await state.stop()
@@ -73,6 +78,39 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.get("/", include_in_schema=False)(lambda: FileResponse(STATIC_DIR / "index.html"))
     return app
+
+
+@contextmanager
+def readiness_drops_on_stop_signals(state: ServiceState) -> Iterator[None]:
+    """SIGTERM and SIGINT drop readiness at once, then reach the server's own handler (uvicorn's graceful drain).
+
+    Installed by the lifespan, so in every process that serves the app: ``kws-serve``, each worker of
+    ``kws-serve --workers N`` (which run uvicorn's own Server), and ``uvicorn service.main:app`` by hand.
+    Requests still in flight during the drain see /readyz 503, and load balancers stop routing here.
+    Signals are the main thread's: elsewhere (the test client runs the lifespan in a thread) this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    def stop(sig: int, frame: FrameType | None) -> None:
+        state.ready = False
+        handler = previous[sig]
+        if callable(handler):
+            handler(sig, frame)
+        elif handler == signal.SIG_DFL:  # no server handler: the default action, as if we were not here
+            signal.signal(sig, signal.SIG_DFL)
+            signal.raise_signal(sig)
+
+    for sig in previous:
+        signal.signal(sig, stop)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            if signal.getsignal(sig) is stop:
+                signal.signal(sig, handler)
 
 
 def warm_up_done(state: ServiceState, task: asyncio.Task) -> None:

@@ -81,13 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     server = uvicorn.Server(config)
     state = app.state.service
     state.on_failure = lambda: setattr(server, "should_exit", True)  # then exit 1, below
-    original_exit = server.handle_exit
-
-    def handle_exit(sig, frame) -> None:  # readiness drops first, so load balancers stop routing here
-        app.state.service.ready = False
-        original_exit(sig, frame)
-
-    server.handle_exit = handle_exit  # type: ignore[method-assign]
+    # Readiness drops on SIGTERM in the app's lifespan (service/app.py), in this process and in every worker.
     # uvicorn re-raises the stop signal after its graceful shutdown; a no-op handler lets us exit 0.
     for stop_signal in (signal.SIGINT, signal.SIGTERM):
         signal.signal(stop_signal, lambda *_: None)

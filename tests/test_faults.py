@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -80,6 +82,53 @@ def test_sigterm_under_load_finishes_in_flight_requests_refuses_new_ones_and_exi
     assert finished - signalled > 0.3  # answers were still arriving after SIGTERM: they really were in flight
     assert late_outcome in ("ConnectError", 503), late_outcome  # refused: socket closed, or not ready
     assert exit_code == 0, output
+
+
+def upload_in_two_halves(port: int, clip: bytes) -> tuple[socket.socket, bytes]:
+    """A connection that has sent the head and half the body of a /v1/recognize upload; returns the rest."""
+    boundary = "halves"
+    body = (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="c.wav"\r\n'
+            f"Content-Type: audio/wav\r\n\r\n").encode() + clip + f"\r\n--{boundary}--\r\n".encode()
+    head = (f"POST /v1/recognize HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {len(body)}\r\n"
+            f"Content-Type: multipart/form-data; boundary={boundary}\r\n\r\n").encode()
+    connection = socket.create_connection(("127.0.0.1", port), timeout=30)
+    connection.sendall(head + body[: len(body) // 2])
+    return connection, body[len(body) // 2 :]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sigterm_drops_readiness_in_every_worker(workers):
+    """Uploads that complete after SIGTERM reach a worker that has dropped readiness: 503 not_ready, whichever
+    worker holds the connection (six connections, spread by the kernel over the workers)."""
+    with running_server("--workers", str(workers)) as server:
+        ready_in_a_row = 0
+        deadline = time.monotonic() + 60
+        while ready_in_a_row < 12 and time.monotonic() < deadline:  # every worker warmed up, not just the first
+            ready_in_a_row = ready_in_a_row + 1 if httpx.get(f"{server.base}/readyz").status_code == 200 else 0
+        assert ready_in_a_row == 12
+        halves = [upload_in_two_halves(server.port, wav(1.0)) for _ in range(6)]
+        os.kill(server.pid, signal.SIGTERM)
+        time.sleep(2.0)  # the supervisor passes the signal on to its workers
+        answers = []
+        for connection, rest in halves:
+            with connection:
+                connection.sendall(rest)
+                answers.append(read_response(connection))
+        assert server.process.wait(timeout=30) == 0, server.output()
+    assert [status for status, _ in answers] == [503] * 6, answers
+    assert all(body["error"]["code"] == "not_ready" for _, body in answers)
+
+
+def read_response(connection: socket.socket) -> tuple[int, dict]:
+    received = b""
+    while chunk := connection.recv(65536):
+        received += chunk
+        head, _, body = received.partition(b"\r\n\r\n")
+        length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")), None)
+        if length is not None and len(body) >= length:
+            return int(head.split()[1]), json.loads(body[:length])
+    raise AssertionError(f"the connection closed before a full response: {received[:300]!r}")
 
 
 def onnx_file(tmp_path, kind: str):
