@@ -13,15 +13,16 @@ OPSET = 17
 
 
 class GraphBuilder:
-    def __init__(self, parent: "GraphBuilder | None" = None) -> None:
+    def __init__(self, parent: "GraphBuilder | None" = None, prefix: str = "") -> None:
         self.nodes: list[onnx.NodeProto] = []
+        self.prefix = parent.prefix if parent else prefix
         # A branch (an ``If`` subgraph) shares its parent's names and initializers: it reads them from the outer scope.
         self.initializers: list[onnx.TensorProto] = parent.initializers if parent else []
         self._counter = parent._counter if parent else itertools.count(1)
         self._ints: dict[tuple[int, ...], str] = parent._ints if parent else {}
 
     def name(self, hint: str) -> str:
-        return f"{hint}_{next(self._counter)}"
+        return f"{self.prefix}{hint}_{next(self._counter)}"
 
     def const(self, value: Any, hint: str, dtype: Any = None) -> str:
         name = self.name(hint)
@@ -36,12 +37,12 @@ class GraphBuilder:
 
     def op(self, op_type: str, inputs: list[str], hint: str | None = None, outputs: int = 1, **attrs: Any):
         names = [self.name(hint or op_type.lower()) for _ in range(outputs)]
-        self.nodes.append(helper.make_node(op_type, inputs, names, **attrs))
+        self.nodes.append(helper.make_node(op_type, inputs, names, name=names[0], **attrs))  # named: the profiler shows it
         return names[0] if outputs == 1 else names
 
     def output(self, op_type: str, inputs: list[str], name: str, **attrs: Any) -> str:
         """A node whose output has a fixed name (a graph output)."""
-        self.nodes.append(helper.make_node(op_type, inputs, [name], **attrs))
+        self.nodes.append(helper.make_node(op_type, inputs, [name], name=name, **attrs))
         return name
 
     def branch(self) -> "GraphBuilder":

@@ -45,7 +45,7 @@ def scan_graph(b: GraphBuilder, name: str, width: int, state_in: str, step_in: s
 
 
 def lean_body(layer: FrozenLayer, prefix: str) -> onnx.GraphProto:
-    b = GraphBuilder()
+    b = GraphBuilder(prefix=f"{prefix}_step_")
     n_in, i_t = f"{prefix}_negated_v_in", f"{prefix}_i_t"
     negated_v = b.op("Sub", [b.op("Mul", [n_in, b.const(np.float32(layer.decay), "decay")]), i_t], "negated_v")
     n_out = b.op("ThresholdedRelu", [negated_v], "negated_v_after_reset", alpha=-float(np.float32(layer.threshold)))
@@ -53,7 +53,7 @@ def lean_body(layer: FrozenLayer, prefix: str) -> onnx.GraphProto:
 
 
 def reference_body(layer: FrozenLayer, prefix: str) -> onnx.GraphProto:
-    b = GraphBuilder()
+    b = GraphBuilder(prefix=f"{prefix}_step_")
     v_in, i_t = f"{prefix}_v_in", f"{prefix}_i_t"
     v = b.op("Add", [b.op("Mul", [v_in, b.const(np.float32(layer.decay), "decay")]), i_t], "v")
     if layer.is_readout:

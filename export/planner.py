@@ -31,7 +31,7 @@ from export.synapses import MEASURED, SPIKES_ONLY, currents
 from model.features import FeatureConfig
 
 BATCH_SIZES = (1, 2, 4, 8, 16)  # the service batches up to 16 windows (KWS_MAX_BATCH_SIZE)
-KEEP_MARGIN = 0.05  # a segment keeps its formulation where another is less than 5 % faster (no flapping)
+KEEP_MARGIN = 0.10  # a segment keeps its formulation where another is less than 10 % faster (no flapping)
 DROP_FACTOR = 3.0  # a candidate 3x slower than the best over the first 3 rounds is timed no further
 
 

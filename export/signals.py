@@ -31,18 +31,16 @@ class Signal:
     channels: int
     binary: bool  # 0/1 values (spikes): the integer formulations need it
     _made: dict[tuple[str, str], str] = field(default_factory=dict)
-    _outer: "Signal | None" = None
 
     def get(self, layout: str, dtype: str = "float") -> str:
         key = (layout, dtype)
         if key == (self.layout, self.dtype):
             return self.name
-        found = self._lookup(key)
-        if found is not None:
-            return found
+        if key in self._made:
+            return self._made[key]
         b = self.builder
         if dtype != self.dtype:  # cast in the source layout, then transpose
-            name = self._lookup((self.layout, dtype)) or b.op("Cast", [self.name], f"as_{dtype}", to=DTYPES[dtype])
+            name = self._made.get((self.layout, dtype)) or b.op("Cast", [self.name], f"as_{dtype}", to=DTYPES[dtype])
             self._made[(self.layout, dtype)] = name
         else:
             name = self.name
@@ -51,14 +49,10 @@ class Signal:
         self._made[key] = name
         return name
 
-    def _lookup(self, key: tuple[str, str]) -> str | None:
-        if key in self._made:
-            return self._made[key]
-        return self._outer._lookup(key) if self._outer else None
-
     def within(self, branch: GraphBuilder) -> "Signal":
-        """The same signal inside an ``If`` branch: reuses conversions made outside, keeps its own to itself."""
-        return Signal(branch, self.name, self.layout, self.dtype, self.channels, self.binary, {}, self)
+        """The same signal inside an ``If`` branch, which makes its own conversions of the source (reading an
+        outer conversion instead stops onnxruntime from optimising that one: it warns at every load)."""
+        return Signal(branch, self.name, self.layout, self.dtype, self.channels, self.binary)
 
 
 @dataclass(frozen=True)
