@@ -8,6 +8,7 @@ import logging
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -34,6 +35,20 @@ def configure_logging(settings: Settings) -> None:
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level.upper())
     root.propagate = False
+
+
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """What kws-serve hands uvicorn, with one worker or several."""
+    from service.protocol import GuardedHttpProtocol
+
+    return {
+        "host": settings.host, "port": settings.port, "log_level": settings.log_level, "access_log": False,
+        "http": GuardedHttpProtocol.configure(settings.header_read_timeout_seconds),
+        # uvicorn buffers a WebSocket message (decompressed) up to ws_max_size before the app sees it: the
+        # app's own limit, so a larger one is refused (close 1009) as it arrives instead of held in memory.
+        "ws_max_size": settings.stream_max_message_bytes,
+        "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_SECONDS,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,21 +78,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import uvicorn
 
-    from service.protocol import HeaderTimeoutProtocol
-
-    protocol = HeaderTimeoutProtocol.configure(settings.header_read_timeout_seconds)
     if args.workers > 1:
         import os
 
         os.environ.update({"KWS_" + k.upper(): str(v) for k, v in overrides.items()})
-        uvicorn.run("service.main:app", host=settings.host, port=settings.port, workers=args.workers, http=protocol,
-                    log_level=settings.log_level, access_log=False, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS)
+        uvicorn.run("service.main:app", workers=args.workers, **uvicorn_options(settings))
         return 0
     from service.app import create_app
 
     app = create_app(settings)
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level, http=protocol,
-                            access_log=False, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS)
+    config = uvicorn.Config(app, **uvicorn_options(settings))
     server = uvicorn.Server(config)
     state = app.state.service
     state.on_failure = lambda: setattr(server, "should_exit", True)  # then exit 1, below

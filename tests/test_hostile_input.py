@@ -24,7 +24,7 @@ import pytest
 import soundfile
 
 from tests.audio_files import tone
-from tests.servers import RunningServer, kws_serve, resident_mb
+from tests.servers import REPO, RunningServer, kws_serve, resident_mb
 
 BODY_READ_TIMEOUT_S = 2.0  # the server's KWS_BODY_READ_TIMEOUT_SECONDS here (30 s by default)
 HEADER_READ_TIMEOUT_S = 1.5  # the server's KWS_HEADER_READ_TIMEOUT_SECONDS here (10 s by default)
@@ -365,7 +365,7 @@ def test_content_length_larger_than_the_body_times_out_with_408(server):
 
 def test_content_length_smaller_than_the_body_is_a_client_error(server):
     """The server reads only the declared bytes: a truncated form. (The surplus, if the client goes on to
-    send it, is a malformed next request that uvicorn's HTTP parser answers with a plain-text 400.)"""
+    send it, is a malformed next request, answered 400 malformed_request.)"""
     sent = multipart(Part(b"file", wav_file(tone()[:, 0])))
     status, body = raw_exchange(server.port, request_head(str(len(sent) // 2)), sent[: len(sent) // 2])
     assert 400 <= status < 500 and body["error"]["code"] in {"invalid_request", "malformed_multipart"}, body
@@ -451,6 +451,93 @@ def test_the_head_deadline_restarts_for_each_request_on_a_keep_alive_connection(
         connection.sendall(b"POST /v1/recognize HTTP/1.1\r\nHost: 1")  # then a second head that stalls
         received = read_until_closed(connection)
     assert received.split()[1] == b"408" and b"header_timeout" in received
+
+
+def send_raw(port: int, data: bytes) -> bytes:
+    """Writes ``data`` (in pieces, stopping if the server closes on it) and reads until the server closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as connection:
+        try:
+            for start in range(0, len(data), 65536):
+                connection.sendall(data[start : start + 65536])
+        except OSError:  # refused and closed mid-send: the answer is waiting
+            pass
+        received = b""
+        try:
+            while chunk := connection.recv(65536):
+                received += chunk
+        except ConnectionResetError:  # the server closed with our surplus unread
+            pass
+    return received
+
+
+def head_with(*lines: bytes, target: bytes = b"/v1/recognize", version: bytes = b"HTTP/1.1") -> bytes:
+    return b"POST " + target + b" " + version + b"\r\n" + b"".join(line + b"\r\n" for line in lines) + b"\r\n"
+
+
+BODY = multipart(Part(b"file", b"RIFF"))
+HOST = b"Host: 127.0.0.1"
+TYPE = f"Content-Type: {MULTIPART['content-type']}".encode()
+MALFORMED_HEADS = {  # the request, the status, the code, a word of the message
+    "Content-Length with Transfer-Encoding": (head_with(HOST, TYPE, b"Content-Length: 10", b"Transfer-Encoding: chunked")
+                                              + b"5\r\nhello\r\n0\r\n\r\n", 400, "malformed_request", "transfer-encoding"),
+    "two disagreeing Content-Lengths": (head_with(HOST, TYPE, b"Content-Length: 10", b"Content-Length: 12") + BODY,
+                                        400, "malformed_request", "content-length"),
+    "negative Content-Length": (head_with(HOST, TYPE, b"Content-Length: -5") + BODY, 400, "malformed_request",
+                                "content-length"),
+    "bad chunk size": (head_with(HOST, TYPE, b"Transfer-Encoding: chunked") + b"zz\r\nhello\r\n0\r\n\r\n",
+                       400, "malformed_request", "chunk"),
+    "NUL in the path": (head_with(HOST, target=b"/v1/reco\x00gnize"), 400, "malformed_request", "url"),
+    "non-ASCII in the path": (head_with(HOST, target="/v1/récognize".encode()), 400, "malformed_request", "url"),
+    "request line over 64 KB": (head_with(HOST, target=b"/v1/recognize?" + b"a" * 70_000), 414, "uri_too_long", "target"),
+    "100 KB header line": (head_with(HOST, b"X-Big: " + b"a" * 100_000), 431, "headers_too_large", "headers"),
+    "16 MB of headers": (head_with(HOST, *[b"X-%d: %s" % (i, b"a" * 1000) for i in range(16_000)]), 431,
+                         "headers_too_large", "headers"),
+    "a 16 MB header line that never ends": (head_with(HOST)[:-2] + b"X-Endless: " + b"a" * 16_000_000, 431,
+                                            "headers_too_large", "headers"),
+    "HTTP/1.1 without Host": (head_with(TYPE, b"Content-Length: %d" % len(BODY)) + BODY, 400, "invalid_host", "host"),
+    "HTTP/1.1 with two Hosts": (head_with(HOST, b"Host: example.com", TYPE, b"Content-Length: %d" % len(BODY)) + BODY,
+                                400, "invalid_host", "host"),
+}
+
+
+@pytest.mark.parametrize("name", MALFORMED_HEADS)
+def test_malformed_or_oversized_request_heads_get_a_json_error(server, name):
+    """What uvicorn's parser refuses (or lets through) before the app sees a request still gets the JSON contract."""
+    request, status, code, word = MALFORMED_HEADS[name]
+    head, _, payload = send_raw(server.port, request).partition(b"\r\n\r\n")
+    assert head.split(b" ")[1] == str(status).encode(), head[:200]
+    assert b"content-type: application/json" in head.lower() and b"connection: close" in head.lower()
+    error = json.loads(payload)["error"]
+    assert error["code"] == code and word in error["message"].lower(), error
+    assert_ready(server)
+
+
+def test_http_1_0_without_host_is_still_served(server):
+    head, _, payload = send_raw(server.port, b"GET /healthz HTTP/1.0\r\n\r\n").partition(b"\r\n\r\n")
+    assert head.split(b" ")[1] == b"200" and json.loads(payload) == {"status": "ok"}
+
+
+def test_pipelined_requests_are_not_mistaken_for_one_large_head(server):
+    """100 small requests in one write (well over the 64 KB head limit together) are each answered."""
+    request = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pad: " + b"p" * 900 + b"\r\n\r\n"
+    received = send_raw(server.port, request * 99 + request.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n"))
+    assert received.count(b"HTTP/1.1 200 OK") == 100
+
+
+def test_the_uvicorn_version_range_is_the_tested_one():
+    """service/protocol.py subclasses a class uvicorn does not document: pyproject.toml allows only the minor
+    version these tests run against."""
+    import importlib.metadata
+    import tomllib
+
+    from packaging.requirements import Requirement
+    from packaging.version import Version
+
+    serve = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]["serve"]
+    (uvicorn,) = [Requirement(r) for r in serve if Requirement(r).name == "uvicorn"]
+    installed = Version(importlib.metadata.version("uvicorn"))
+    assert installed in uvicorn.specifier
+    assert Version(f"{installed.major}.{installed.minor + 1}.0") not in uvicorn.specifier, uvicorn
 
 
 def test_boundary_values_are_accepted(server):

@@ -314,9 +314,37 @@ def test_stream_longer_than_the_limit_closes_4408_after_scoring_what_fits(tight_
     assert of_type(messages, "scores")[-1]["t_end"] == pytest.approx(2.0)
 
 
+def refused_as_too_big(url: str, send, **options) -> tuple[int | None, str]:
+    """Opens a stream, lets ``send(websocket)`` send something oversized; the close code and reason it got."""
+    with connect(url, open_timeout=10, close_timeout=10, **options) as websocket:
+        assert json.loads(websocket.recv(timeout=10))["type"] == "ready"
+        send(websocket)
+        with pytest.raises(ConnectionClosed):
+            while True:
+                websocket.recv(timeout=10)
+        return websocket.close_code, websocket.close_reason
+
+
+@pytest.mark.parametrize("compression", [None, "deflate"])
+def test_a_message_over_the_limit_is_refused_by_the_websocket_layer(tight_url, compression):
+    """uvicorn's own limit is the app's (4 KiB here), so an oversized message is refused as it arrives, not
+    buffered up to uvicorn's default 16 MiB first; compressed messages count at their decompressed size."""
+    close_code, reason = refused_as_too_big(tight_url, lambda websocket: websocket.send(bytes(1024 * 1024)),
+                                            compression=compression)  # 1 MiB of zeros: about 1 KB when deflated
+    assert close_code == 1009 and "exceeds limit of 4096 bytes" in reason
+
+
+def test_a_frame_announcing_too_much_is_refused_before_its_payload(tight_url):
+    """A frame header announcing 8 MiB (under uvicorn's default limit) and no payload: refused at once with 1009,
+    where a server buffering up to 16 MiB would wait for the payload until the idle timeout (4408)."""
+    header = bytes([0x82, 0x80 | 127]) + (8 * 1024 * 1024).to_bytes(8, "big") + bytes(4)  # FIN, binary, masked
+    close_code, reason = refused_as_too_big(tight_url, lambda websocket: websocket.socket.sendall(header))
+    assert close_code == 1009 and "exceeds limit of 4096 bytes" in reason
+
+
 def test_stream_limits_on_message_size_and_concurrent_streams(tight_url):
-    messages, close_code = stream(tight_url, [b"\x00" * 5000], end=False)
-    assert close_code == 1009 and messages[-1]["code"] == "message_too_big"
+    close_code, reason = refused_as_too_big(tight_url, lambda websocket: websocket.send(b"\x00" * 5000))
+    assert close_code == 1009 and "exceeds limit of 4096 bytes" in reason
     messages, close_code = stream(f"{tight_url}?sample_rate=8000", [b"\x00" * 4000], end=False)  # 0.25 s of audio
     assert close_code == 1009 and "0.2 s may be pending" in messages[-1]["message"]
     with connect(tight_url, open_timeout=10) as first:
