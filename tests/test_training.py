@@ -1,5 +1,7 @@
 import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -12,10 +14,11 @@ from tests.spike_files import write_shd_file
 from training.cli import main as train_main
 from training.evaluate import main as evaluate_main
 from training.config import ExperimentConfig, load_config, parse_override
-from training.trainer import parameter_groups
+from training.optimisation import parameter_groups
 from model.network import DelaySNN, ModelConfig
 
 REPO = Path(__file__).resolve().parents[1]
+DDP_DEADLINE_S = 240  # two processes, two epochs of 33 clips: about 20 s here; a hang waits for ever
 
 
 @pytest.fixture()
@@ -118,6 +121,96 @@ def test_two_process_ddp_training_with_torchrun(shd_root, tmp_path):
     checkpoint = load_checkpoint(out / "best.pt")
     assert checkpoint.training["processes"] == 2
     assert torch.isfinite(next(iter(checkpoint.model.parameters()))).all()
+
+
+@pytest.mark.slow
+def test_resume_reads_checkpoints_whose_history_is_json_text(shd_root, tmp_path):
+    """last.pt files written before the typed resume records held the history and best epoch as JSON strings."""
+    out = tmp_path / "run"
+    args = ["--out", str(out), "--no-progress"]
+    for value in tiny_overrides(shd_root) + ["train.epochs=2"]:
+        args += ["--set", value]
+    assert train_main(args + ["--stop-after", "1"]) == 0
+    raw = torch.load(out / "last.pt", weights_only=True)
+    assert raw["resume"]["history"][0]["epoch"] == 1 and raw["resume"]["best"]["epoch"] == 1  # plain lists and dicts
+    raw["resume"]["history"] = json.dumps(raw["resume"]["history"])
+    raw["resume"]["best"] = json.dumps(raw["resume"]["best"])
+    torch.save(raw, out / "last.pt")
+    assert train_main(args + ["--resume"]) == 0
+    assert [r["epoch"] for r in json.loads((out / "metrics.json").read_text())] == [1, 2]
+    resume = load_checkpoint(out / "last.pt").resume
+    assert [r["epoch"] for r in resume["history"]] == [1, 2] and resume["next_epoch"] == 2
+
+
+def test_resume_refuses_a_finished_network_and_points_at_init_from(tmp_path, capsys):
+    """The shipped artifacts/kws10/model.pt is a trained network without optimiser state: not resumable."""
+    out = tmp_path / "run"
+    out.mkdir()
+    shutil.copy(REPO / "artifacts" / "kws10" / "model.pt", out / "last.pt")
+    assert load_checkpoint(out / "last.pt").model_config.hidden_sizes == (256, 256)  # it still loads
+    assert train_main(["--config", str(REPO / "configs" / "kws10.toml"), "--out", str(out), "--resume"]) == 2
+    error = capsys.readouterr().err
+    assert "no resume state" in error and f"--init-from {out / 'last.pt'}" in error
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (torchrun starts its workers in sessions of their own)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(parent, []).append(int(stat.parent.name))
+    found, queue = [], [pid]
+    while queue:
+        for child in children.get(queue.pop(), []):
+            found.append(child)
+            queue.append(child)
+    return found
+
+
+def run_with_deadline(command: list[str], deadline_s: float, **kwargs) -> subprocess.CompletedProcess:
+    """Runs ``command``; past the deadline it and every process it started are killed and the test fails,
+    so a hang is a failure, not a stuck CI job."""
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+    try:
+        stdout, stderr = process.communicate(timeout=deadline_s)
+    except subprocess.TimeoutExpired:
+        for pid in [*descendants(process.pid), process.pid]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        stdout, stderr = process.communicate(timeout=30)
+        pytest.fail(f"still running after {deadline_s:.0f} s (a hang):\n{stdout[-1500:]}\n{stderr[-1500:]}")
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+
+
+@pytest.mark.slow
+def test_ddp_does_not_hang_when_the_last_shard_of_an_epoch_is_empty_on_a_rank(tmp_path):
+    """33 training clips in global batches of 16 over 2 ranks: the third batch of every epoch has one clip, so
+    rank 1 used to get none, skip its step and leave rank 0 waiting in the gradient all-reduce for ever (and
+    its learning-rate schedule one step behind). Every rank must take the same steps and stay in agreement."""
+    root = tmp_path / "shd"
+    root.mkdir()
+    write_shd_file(root / "shd_train.h5", samples=33, classes=3)
+    write_shd_file(root / "shd_valid.h5", samples=6, classes=3, seed=2)
+    write_shd_file(root / "shd_test.h5", samples=6, classes=3, seed=1)
+    out = tmp_path / "ddp"
+    epochs, steps_per_epoch = 2, 3
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "-m", "training.cli", "--out", str(out), "--no-progress"]
+    for value in tiny_overrides(root) + [f"train.epochs={epochs}"]:
+        command += ["--set", value]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    result = run_with_deadline(command, DDP_DEADLINE_S, cwd=REPO, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "33 train" in result.stdout and "processes 2" in result.stdout
+    last = load_checkpoint(out / "last.pt")
+    # The schedules took one step per batch: as many as the single-process run of the same data would.
+    assert [s["last_epoch"] for s in last.resume["schedulers"]] == [epochs * steps_per_epoch] * 2
+    assert [r["epoch"] for r in json.loads((out / "metrics.json").read_text())] == [1, 2]
 
 
 def test_cli_help_teaches():

@@ -53,13 +53,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"kws-train: bad configuration: {error}", file=sys.stderr)
         return 2
     from training.datasets import DatasetMissingError
+    from training.resume import NotResumableError
     from training.trainer import fit
 
     out = args.out or Path("runs") / config.name
     try:
         fit(config, out, resume=args.resume, progress=not args.no_progress and sys.stderr.isatty(),
             stop_after=args.stop_after, init_from=args.init_from)
-    except DatasetMissingError as error:
+    except (DatasetMissingError, NotResumableError) as error:
         print(f"kws-train: {error}", file=sys.stderr)
         return 2
     return 0

@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     from model.checkpoint import load_checkpoint
     from training.config import ExperimentConfig, parse_override
     from training.datasets import load_dataset
-    from training.trainer import evaluate
+    from training.evaluation import split_report
 
     checkpoint = load_checkpoint(args.checkpoint)
     config = ExperimentConfig.from_dict(checkpoint.training["config"])
@@ -46,16 +46,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"kws-evaluate: the {args.split} split is empty for this data config", file=sys.stderr)
         return 2
     device = torch.device("cpu")
-    rounded = evaluate(checkpoint.model, clips, 256, True, device)
-    continuous = evaluate(checkpoint.model, clips, 256, False, device)
-    per_class = rounded.per_class_accuracy(checkpoint.labels)
-    report = {"checkpoint": str(args.checkpoint), "split": args.split, "clips": len(clips),
-              "accuracy": rounded.accuracy, "accuracy_continuous": continuous.accuracy,
-              "per_class_accuracy": per_class, "spikes_per_clip": rounded.spikes_per_clip,
+    figures, rounded = split_report(checkpoint.model, clips, checkpoint.labels, 256, device, continuous=True)
+    report = {"checkpoint": str(args.checkpoint), "split": args.split, **figures,
               "confusion": rounded.confusion(len(checkpoint.labels)).tolist(), "labels": checkpoint.labels}
-    print(f"{args.split}: {len(clips)} clips, accuracy {100 * rounded.accuracy:.2f} % with rounded delays "
-          f"({100 * continuous.accuracy:.2f} % continuous)")
-    for label, accuracy in per_class.items():
+    print(f"{args.split}: {len(clips)} clips, accuracy {100 * figures['accuracy']:.2f} % with rounded delays "
+          f"({100 * figures['accuracy_continuous']:.2f} % continuous)")
+    for label, accuracy in figures["per_class_accuracy"].items():
         print(f"  {label:<10} {100 * accuracy:6.2f} %")
     if args.json:
         args.json.write_text(json.dumps(report, indent=1))
