@@ -129,6 +129,7 @@ async def warm_up(state: ServiceState) -> None:
     soundfile.write(buffer, np.zeros(rate, dtype=np.float32), rate, format="WAV")
     for _ in range(2):
         await recognize_bytes(state, buffer.getvalue(), "audio/wav", top_k=1, record=False)
-    state.batcher.batch_sizes.clear()  # warm-up passes are not traffic
+    state.batcher.batch_sizes.clear()  # warm-up passes are not traffic: counted from here on
+    state.batcher.observe_batch = state.stats.record_batch
     state.ready = True
     logger.info("ready: model %s version %s from %s", state.model.name, state.model.version, state.settings.model_path)

@@ -62,8 +62,6 @@ async def recognize_bytes(
         result = await state.batcher.submit(features, shed=not admitted)
     except Overloaded as error:
         raise overloaded(error) from error
-    if record:
-        state.stats.record_batch(result.batch_size)
     latency = {"decode": 1000 * (decoded - started), "features": 1000 * (featured - decoded), "queue": result.queue_ms,
                "inference": result.inference_ms, "total": 1000 * (time.perf_counter() - started)}
     if record:

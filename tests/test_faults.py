@@ -245,6 +245,34 @@ def test_admission_counts_cost_against_the_backlog_and_admits_big_work_only_into
     assert batcher.depth == 0
 
 
+def test_a_long_request_is_split_into_forward_passes_of_at_most_the_batch_cap():
+    from service.batching import MicroBatcher
+
+    passes = []
+
+    def model(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        passes.append(len(features))
+        return features * 2, features + 1
+
+    async def scenario():
+        batcher = MicroBatcher(model, max_batch_size=16, max_wait_ms=5, max_queue=1000)
+        batcher.start()
+        try:
+            long, short = np.arange(37, dtype=np.float32), np.arange(100, 105, dtype=np.float32)
+            with batcher.incoming(), batcher.incoming():
+                results = await asyncio.gather(batcher.submit(long), batcher.submit(short))
+            return long, short, results
+        finally:
+            await batcher.stop()
+
+    long, short, (long_result, short_result) = asyncio.run(scenario())
+    assert max(passes) <= 16 and sum(passes) == 42, passes
+    np.testing.assert_array_equal(long_result.scores, long * 2)  # every row back in its place
+    np.testing.assert_array_equal(long_result.outputs[1], long + 1)
+    np.testing.assert_array_equal(short_result.scores, short * 2)
+    assert long_result.batch_size <= 16
+
+
 @pytest.mark.parametrize("name, value", [("KWS_MAX_BATCH_SIZE", "abc"), ("KWS_CORS_ORIGINS", "[1,"), ("KWS_PORT", "70000")])
 def test_a_bad_setting_stops_start_up_with_its_name(name, value):
     result = subprocess.run([sys.executable, "-m", "service.cli"], cwd=REPO, capture_output=True, text=True, timeout=60,

@@ -554,6 +554,16 @@ def test_boundary_values_are_accepted(server):
             assert response.status_code == 200, (name, response.text)
 
 
+def test_no_forward_pass_exceeds_the_batch_cap(server):
+    """A 10-s clip at 192 kHz is 37 windows: they go through passes of at most KWS_MAX_BATCH_SIZE (16), which bound
+    the memory of a pass, however long the clip."""
+    clip = wav_file(np.zeros(1_920_000, np.float32), 192_000)
+    with httpx.Client(base_url=server.base, timeout=60) as http:
+        assert http.post("/v1/recognize", files={"file": ("long.wav", clip, "audio/wav")}).status_code == 200
+        sizes = [int(size) for size in http.get("/v1/stats").json()["batch_size_histogram"]]
+    assert max(sizes) == 16, sizes
+
+
 def test_resident_memory_stays_bounded(server):
     """Runs last in this module: VmRSS growth over the corpus, then over a repeat of it (see the bounds above)."""
     after = resident_mb(server.process.pid)

@@ -119,7 +119,6 @@ class _Stream:
             # An open stream was admitted by KWS_MAX_STREAMS and is never shed mid-utterance by a queue spike;
             # its own back-pressure (one message scored before the next is read) bounds what it queues.
             result = await batcher.submit(features[first : first + chunk], shed=False)
-            self.state.stats.record_batch(result.batch_size)
             latency = {"features": round(features_ms, 3), "queue": round(result.queue_ms, 3),
                        "inference": round(result.inference_ms, 3),
                        "total": round(1000 * (time.perf_counter() - received), 3)}
