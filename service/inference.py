@@ -18,6 +18,23 @@ class ModelLoadError(RuntimeError):
     """The ONNX file is missing, unreadable or not a delay-SNN export."""
 
 
+def open_session(path: Path, intra_op_threads: int, inter_op_threads: int) -> onnxruntime.InferenceSession:
+    """The one place the service creates an onnxruntime session (its options are chosen here)."""
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = intra_op_threads
+    options.inter_op_num_threads = inter_op_threads
+    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+@dataclass(frozen=True)
+class SpikeCost:
+    """What a neuromorphic chip would pay for some windows: the spikes each hidden layer emitted, and the synaptic
+    events they cause (each spike is delivered over every outgoing synapse of its neuron: spikes x fan-out)."""
+
+    spikes_per_layer: list[int]
+    synaptic_events: int | None  # None for a model whose metadata does not tell its synapses per layer
+
+
 @dataclass
 class KeywordModel:
     session: onnxruntime.InferenceSession
@@ -30,11 +47,8 @@ class KeywordModel:
     def load(cls, path: Path, intra_op_threads: int = 2, inter_op_threads: int = 1) -> "KeywordModel":
         if not path.is_file():
             raise ModelLoadError(f"model file {path} does not exist")
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = intra_op_threads
-        options.inter_op_num_threads = inter_op_threads
         try:
-            session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            session = open_session(path, intra_op_threads, inter_op_threads)
         except Exception as error:  # noqa: BLE001 - onnxruntime raises its own exception classes
             raise ModelLoadError(f"model file {path} could not be loaded by onnxruntime: {error}") from error
         metadata = dict(session.get_modelmeta().custom_metadata_map)
@@ -81,6 +95,36 @@ class KeywordModel:
 
     def run(self, features: np.ndarray) -> np.ndarray:
         return self.session.run(["scores"], {"features": features})[0]
+
+    @cached_property
+    def outputs(self) -> list[str]:
+        """``scores``, then ``spike_counts`` (batch, hidden layers) when the graph has it (every kws-export does)."""
+        names = [output.name for output in self.session.get_outputs()]
+        return ["scores", *(["spike_counts"] if "spike_counts" in names else [])]
+
+    def infer(self, features: np.ndarray) -> list[np.ndarray]:
+        """The outputs of :attr:`outputs`, one row per window: what the micro-batcher runs."""
+        return self.session.run(self.outputs, {"features": features})
+
+    @cached_property
+    def fan_out(self) -> list[float] | None:
+        """Mean outgoing synapses of a neuron of each hidden layer: the next layer's synapses over this layer's
+        neurons (from the metadata's ``hidden_sizes`` and ``delay_statistics``); None when they are missing."""
+        try:
+            sizes = json.loads(self.metadata["hidden_sizes"])
+            synapses = [int(layer["synapses"]) for layer in json.loads(self.metadata["delay_statistics"])]
+        except (KeyError, ValueError, TypeError):
+            return None
+        if len(synapses) != len(sizes) + 1:
+            return None
+        return [synapses[index + 1] / size for index, size in enumerate(sizes)]
+
+    def cost(self, spike_counts: np.ndarray) -> SpikeCost:
+        """The cost of the windows whose ``spike_counts`` rows (windows, hidden layers) are given, summed."""
+        spikes = np.asarray(spike_counts, dtype=np.float64).sum(axis=0)
+        fan_out = self.fan_out
+        events = None if fan_out is None or len(fan_out) != len(spikes) else int(round(float(spikes @ np.array(fan_out))))
+        return SpikeCost([int(round(value)) for value in spikes], events)
 
     def best_window(self, scores: np.ndarray) -> int:
         """The window reported for a long clip: the most confident one whose top label is a keyword, if any."""

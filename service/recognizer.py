@@ -16,7 +16,7 @@ from service.audio import DecodedAudio, decode_audio
 from service.batching import Overloaded
 from service.errors import ServiceError
 from service.inference import KeywordModel
-from service.schemas import AudioInfo, LabelScore, Latency, ModelRef, Recognition
+from service.schemas import AudioInfo, Cost, LabelScore, Latency, ModelRef, Recognition
 from service.state import ServiceState
 
 
@@ -25,7 +25,7 @@ def overloaded(error: Overloaded) -> ServiceError:
 
 
 def answer(model: KeywordModel, scores: np.ndarray, top_k: int, hop_seconds: float, audio: DecodedAudio,
-           latency: dict[str, float]) -> Recognition:
+           latency: dict[str, float], cost: Cost | None = None) -> Recognition:
     """Per-window scores ``(windows, labels)`` of one clip → the answer: its best window's top labels."""
     window = model.best_window(scores)
     best = scores[window]
@@ -38,6 +38,7 @@ def answer(model: KeywordModel, scores: np.ndarray, top_k: int, hop_seconds: flo
         latency_ms=Latency(**{k: round(v, 3) for k, v in latency.items()}),
         model=ModelRef(name=model.name, version=model.version),
         window_start_s=round(window * hop_seconds, 3) if len(scores) > 1 else 0.0,
+        cost=cost,
     )
 
 
@@ -64,6 +65,12 @@ async def recognize_bytes(
         raise overloaded(error) from error
     latency = {"decode": 1000 * (decoded - started), "features": 1000 * (featured - decoded), "queue": result.queue_ms,
                "inference": result.inference_ms, "total": 1000 * (time.perf_counter() - started)}
+    cost = None
+    if len(result.outputs) > 1:  # spike_counts: every window the clip was scored on
+        spent = model.cost(result.outputs[1])
+        cost = Cost(spikes_per_layer=spent.spikes_per_layer, synaptic_events=spent.synaptic_events)
     if record:
         state.stats.record_latency(latency)
-    return answer(model, result.scores, top_k, hop, audio, latency)
+        if cost is not None:
+            state.stats.record_cost(cost.spikes_per_layer, cost.synaptic_events)
+    return answer(model, result.scores, top_k, hop, audio, latency, cost)

@@ -34,6 +34,14 @@ class ModelRef(BaseModel):
     version: str
 
 
+class Cost(BaseModel):
+    """What the clip cost the spiking network: what a neuromorphic chip would pay, summed over its windows."""
+
+    spikes_per_layer: list[int] = Field(description="spikes emitted by each hidden layer")
+    synaptic_events: int | None = Field(description="spikes x the mean fan-out of their layer: synaptic deliveries "
+                                                    "(null for a model whose metadata lacks its synapse counts)")
+
+
 class Recognition(BaseModel):
     label: str = Field(description=f"top-1 label; `{UNKNOWN}` for words that are not keywords, `{SILENCE}` for no speech")
     score: float = Field(description="mean over time of the softmax of the readout potentials")
@@ -42,6 +50,8 @@ class Recognition(BaseModel):
     latency_ms: Latency
     model: ModelRef
     window_start_s: float = Field(0.0, description="start of the scored window (clips longer than one window)")
+    cost: Cost | None = Field(None, description="spikes and synaptic events of the windows scored "
+                                                "(null for a graph without the spike_counts output)")
 
 
 class ErrorDetail(BaseModel):

@@ -59,7 +59,7 @@ class ServiceState:
         self.preprocess = ThreadPoolExecutor(s.preprocess_threads, thread_name_prefix="preprocess")
         # one thread per allowed stream (started on first use): waiting streams never starve upload decoding
         self.stream_pool = ThreadPoolExecutor(s.max_streams, thread_name_prefix="stream-demux")
-        self.batcher = MicroBatcher(self.model.run, s.max_batch_size, s.max_wait_ms, s.max_queue)
+        self.batcher = MicroBatcher(self.model.infer, s.max_batch_size, s.max_wait_ms, s.max_queue)
         self.batcher.start()
 
     async def stop(self) -> None:

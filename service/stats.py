@@ -65,6 +65,10 @@ class PrometheusMetrics:
         self.queue_depth = Gauge("kws_queue_depth", "Model windows waiting for a forward pass.", registry=r)
         self.batch_size = Histogram("kws_batch_size", "Windows per forward pass.", buckets=BATCH_BUCKETS, registry=r)
         self.open_streams = Gauge("kws_open_streams", "WebSocket streams open now (WS /v1/stream).", registry=r)
+        self.spikes = PrometheusCounter("kws_spikes", "Spikes emitted by each hidden layer, over all recognitions.",
+                                        ["layer"], registry=r)
+        self.synaptic_events = PrometheusCounter("kws_synaptic_events", "Synaptic events (spikes x fan-out), over all "
+                                                 "recognitions: what a neuromorphic chip would pay.", registry=r)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -78,6 +82,9 @@ class ServiceStats:
         self.recent = {stage: deque(maxlen=RECENT) for stage in STAGES}
         self.completions = ThroughputWindow()
         self.metrics = PrometheusMetrics()
+        self.costed = 0  # recognitions whose cost is in the totals below
+        self.spikes_per_layer: list[int] = []
+        self.synaptic_events = 0
 
     def record_request(self, endpoint: str, status: int) -> None:
         """``endpoint`` is a route template (``/v1/recognize``), never a raw path: the label set stays fixed."""
@@ -89,6 +96,24 @@ class ServiceStats:
         for stage, value in latency_ms.items():
             self.recent[stage].append(value)
             self.metrics.stage_latency.labels(stage=stage).observe(value / 1000)
+
+    def record_cost(self, spikes_per_layer: list[int], synaptic_events: int | None) -> None:
+        if len(self.spikes_per_layer) != len(spikes_per_layer):
+            self.spikes_per_layer = [0] * len(spikes_per_layer)  # the model's layer count, fixed for its lifetime
+        self.costed += 1
+        for layer, spikes in enumerate(spikes_per_layer):
+            self.spikes_per_layer[layer] += spikes
+            self.metrics.spikes.labels(layer=str(layer)).inc(spikes)
+        if synaptic_events is not None:
+            self.synaptic_events += synaptic_events
+            self.metrics.synaptic_events.inc(synaptic_events)
+
+    def cost_snapshot(self) -> dict:
+        mean = (lambda total: round(total / self.costed, 1)) if self.costed else (lambda total: None)
+        return {"recognitions": self.costed, "spikes_per_layer": list(self.spikes_per_layer),
+                "synaptic_events": self.synaptic_events,
+                "mean_per_request": {"spikes_per_layer": [mean(s) for s in self.spikes_per_layer],
+                                     "synaptic_events": mean(self.synaptic_events)}}
 
     def record_batch(self, size: int) -> None:
         self.metrics.batch_size.observe(size)
@@ -120,6 +145,7 @@ class ServiceStats:
             "queue_depth": queue_depth,
             "open_streams": open_streams,
             "batch_size_histogram": {str(k): v for k, v in sorted(batch_sizes.items())},
+            "cost": self.cost_snapshot(),
         }
 
     def prometheus(self, queue_depth: int, open_streams: int = 0) -> bytes:

@@ -89,6 +89,38 @@ def test_recognize_response_contract(client):
     assert response.headers["x-request-id"]
 
 
+def test_the_cost_is_the_spikes_and_synaptic_events_of_every_window_scored(client):
+    """A 2.5-s clip is scored on 7 windows: its cost is their spikes, and spikes x fan-out of their layer."""
+    model = client.app.state.service.model
+    samples = np.concatenate([np.zeros(8000, np.float32), tone(1.5)[:, 0], np.zeros(8000, np.float32)])
+    body = client.post("/v1/recognize", files={"file": ("c.wav", wav_bytes(samples), "audio/wav")}).json()
+    decoded, _ = soundfile.read(io.BytesIO(wav_bytes(samples)), dtype="float32")
+    spikes = model.infer(model.windows(decoded, 0.25))[1].sum(axis=0)
+    assert len(model.windows(decoded, 0.25)) == 7
+    metadata = client.get("/v1/models").json()["metadata"]
+    fan_out = [layer["synapses"] / size for layer, size in
+               zip(metadata["delay_statistics"][1:], metadata["hidden_sizes"])]  # 65536 / 256, 2560 / 256
+    assert body["cost"]["spikes_per_layer"] == [round(s) for s in spikes] and min(spikes) > 0
+    assert body["cost"]["synaptic_events"] == round(float(spikes @ np.array(fan_out)))
+
+
+def test_stats_and_metrics_add_up_the_cost_of_every_recognition():
+    app = create_app(Settings(max_wait_ms=1.0))
+    with TestClient(app) as fresh:
+        wait_ready(fresh)
+        costs = [fresh.post("/v1/recognize", files={"file": ("c.wav", wav_bytes(tone(seconds)[:, 0]), "audio/wav")})
+                 .json()["cost"] for seconds in (0.5, 1.0, 3.0)]
+        stats = fresh.get("/v1/stats").json()["cost"]
+        samples = metric_samples(fresh.get("/metrics").text)
+    total_events = sum(c["synaptic_events"] for c in costs)
+    layer_totals = [sum(layer) for layer in zip(*(c["spikes_per_layer"] for c in costs))]
+    assert stats["recognitions"] == 3 and stats["synaptic_events"] == total_events
+    assert stats["spikes_per_layer"] == layer_totals
+    assert stats["mean_per_request"]["synaptic_events"] == pytest.approx(total_events / 3, abs=0.1)
+    assert samples[("kws_synaptic_events_total", ())] == total_events
+    assert [samples[("kws_spikes_total", (("layer", str(i)),))] for i in range(2)] == layer_totals
+
+
 @pytest.mark.parametrize("kind", [*SOUNDFILE_FORMATS, *PYAV_FORMATS])
 def test_every_supported_format_any_rate_and_channels(client, kind):
     rate = 48000 if "opus" in kind or kind in PYAV_FORMATS else 22050
