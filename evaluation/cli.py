@@ -76,7 +76,11 @@ def main(argv: list[str] | None = None) -> int:
     from service.settings import SHIPPED_MODEL
     from training.config import load_config
 
-    config = load_config(args.config)
+    try:
+        config = load_config(args.config)
+    except (ValueError, TypeError, OSError) as error:
+        print(f"kws-robustness: bad configuration: {error}", file=sys.stderr)
+        return 2
     gsc = Path(config.data.root)
     if not (gsc / "manifest.csv").exists():
         print(f"kws-robustness: no Speech Commands manifest in {gsc} (set data.root in {args.config})", file=sys.stderr)
