@@ -1,12 +1,15 @@
-"""Overload: open-loop load at 3x the saturation rate, then back to normal.
+"""Overload: open-loop load at 3x the saturation rate, then back to normal, with saturation measured first.
 
-    python -m benchmarks.overload [--saturation RPS] [--factor 3] [--overload-seconds 20]
+    python -m benchmarks.overload [--factor 3] [--overload-seconds 20] [--saturation RPS]
 
-Phases on one kws-serve (one worker), with no gap between them: 50 % of saturation (baseline), FACTOR x
-saturation (overload), 50 % again (recovery). Reports how the bounded backlog sheds (503 + Retry-After), the
-p99 of the requests it accepted, that the server stays up, and how many seconds after the load drops the
-latency is back to the baseline. The saturation rate defaults to the one in
-benchmarks/results/loadtest-1-worker.json (python -m benchmarks.workers).
+Phases on one kws-serve (one worker), in one run: saturation (closed loop, SATURATION_CLIENTS clients back to
+back, fewer than the backlog bound so nothing is shed: the most it serves per second on this machine now),
+then with no gap between them: 50 % of that (baseline), FACTOR x it (overload), 50 % again (recovery).
+Reports how the bounded backlog sheds (503 + Retry-After), the goodput under overload against the saturation
+(the share of the machine that shedding costs), the p99 of the requests it accepted, that the server stays
+up, and how many seconds after the load drops the latency is back to the baseline. ``--saturation`` skips
+the measurement (the rate is then only as right as the machine it came from). The load generator shares the
+machine with the server: its own cost at 3x is part of what the goodput figure pays.
 """
 
 from __future__ import annotations
@@ -19,11 +22,13 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from benchmarks.results import REPO, RESULTS, measured_saturation
+from benchmarks.results import REPO, RESULTS
 from loadtest.local_server import kws_serve, resident_mb
 from loadtest.clips import clips_for
 from loadtest.report import summarize
-from loadtest.runner import Outcome, Sender, open_loop
+from loadtest.runner import Outcome, Sender, closed_loop, open_loop
+
+SATURATION_CLIENTS = 32  # under the default KWS_MAX_QUEUE (64): the closed loop is never shed
 
 
 def recovery_seconds(outcomes: list[Outcome], normal_p99_ms: float, window: float = 1.0) -> float | None:
@@ -40,9 +45,13 @@ def recovery_seconds(outcomes: list[Outcome], normal_p99_ms: float, window: floa
     return None
 
 
-async def run(base: str, pid: int, clips, saturation: float, factor: float, overload_seconds: float) -> dict:
+async def run(base: str, pid: int, clips, saturation: float | None, factor: float, overload_seconds: float) -> dict:
     async with Sender(base, clips, timeout_s=30, max_connections=2000) as sender:
         await sender.warm_up(4)
+        measured = None
+        if saturation is None:
+            measured = summarize(await closed_loop(sender, SATURATION_CLIENTS, 10.0, warmup=2.0))
+            saturation = measured["throughput_rps"]
         rss_before = resident_mb(pid)
         baseline = await open_loop(sender, 0.5 * saturation, 15.0, warmup=2.0, seed=1)
         overload = await open_loop(sender, factor * saturation, overload_seconds, warmup=0.0, seed=2)
@@ -53,8 +62,11 @@ async def run(base: str, pid: int, clips, saturation: float, factor: float, over
     normal = summarize(baseline)
     overloaded = summarize(overload)
     recovered = summarize(recovery)
+    if measured is not None:
+        measured.pop("outcomes", None)
     return {
-        "saturation_rps": saturation, "factor": factor,
+        "saturation_rps": saturation, "saturation_measured": measured, "factor": factor,
+        "overload_goodput_share": overloaded["throughput_rps"] / saturation,
         "baseline": normal, "overload": overloaded, "recovery": recovered,
         "overload_503_share": overloaded["status_counts"].get("503", 0) / max(1, overloaded["requests"]),
         "overload_503_with_retry_after": overloaded["shed_with_retry_after"],
@@ -66,23 +78,24 @@ async def run(base: str, pid: int, clips, saturation: float, factor: float, over
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--saturation", type=float, help="saturation throughput, req/s (default: from the workers benchmark)")
+    parser.add_argument("--saturation", type=float, help="saturation throughput, req/s (default: measured first)")
     parser.add_argument("--factor", type=float, default=3.0, help="overload as a multiple of saturation (default %(default)s)")
     parser.add_argument("--overload-seconds", type=float, default=20.0)
     parser.add_argument("--clips", type=Path, default=REPO.parent / "shared" / "data" / "gsc" / "yes")
     parser.add_argument("--json", type=Path, default=RESULTS / "overload.json")
     args = parser.parse_args(argv)
-    saturation = args.saturation or measured_saturation()
     clips = clips_for(args.clips)
     with kws_serve() as server:
-        report = asyncio.run(run(server.base, server.pid, clips, saturation, args.factor, args.overload_seconds))
+        report = asyncio.run(run(server.base, server.pid, clips, args.saturation, args.factor, args.overload_seconds))
         report["server_alive"] = server.process.poll() is None
-    over = report["overload"]
-    print(f"saturation {saturation:.1f} req/s; overload at {args.factor:g}x = {over['offered_rps']:.1f} req/s "
+    over, saturation = report["overload"], report["saturation_rps"]
+    how = "given" if args.saturation else f"measured: {SATURATION_CLIENTS} closed-loop clients for 10 s"
+    print(f"saturation {saturation:.1f} req/s ({how}); overload at {args.factor:g}x = {over['offered_rps']:.1f} req/s "
           f"for {args.overload_seconds:g} s")
     print(f"  baseline (50 %): p50 {report['baseline']['latency_ms']['p50']:.1f} ms, p99 {report['baseline']['latency_ms']['p99']:.1f} ms")
     print(f"  overload: statuses {over['status_counts']}; {100 * report['overload_503_share']:.1f} % shed with 503, "
-          f"{report['overload_503_with_retry_after']} of them with Retry-After; goodput {over['throughput_rps']:.1f} req/s; "
+          f"{report['overload_503_with_retry_after']} of them with Retry-After; goodput {over['throughput_rps']:.1f} req/s "
+          f"({100 * report['overload_goodput_share']:.0f} % of saturation); "
           f"p99 of accepted {report['overload_accepted_p99_ms']:.1f} ms")
     print(f"  recovery (50 %): back to baseline latency {report['recovery_seconds']} s after the load dropped; "
           f"p99 {report['recovery']['latency_ms']['p99']:.1f} ms; errors {report['recovery']['status_counts']}")

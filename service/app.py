@@ -27,7 +27,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.formparsers import MultiPartParser
 
 from service.error_handlers import install_error_handlers
-from service.middleware import RequestGuard, body_limits
+from service.middleware import LoadShedder, RequestGuard, body_limits
 from service.recognizer import recognize_bytes
 from service.routes import operations, recognize, stream
 from service.security import add_api_key_guard, add_cors
@@ -68,6 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Uploads stay in memory (the guard already bounds every body): no request data reaches the filesystem,
     # and the service runs on a read-only root filesystem. Starlette would spool parts over 1 MB to /tmp.
     MultiPartParser.spool_max_size = max(MultiPartParser.spool_max_size, limits("/v1/recognize/batch"))
+    app.add_middleware(LoadShedder, state=state)  # innermost: an upload is admitted, or refused, from its head
     add_api_key_guard(app, settings)  # inside the request guard, so 401s are logged and counted
     app.add_middleware(RequestGuard, limit_for_path=limits, stats=state.stats,
                        body_timeout=settings.body_read_timeout_seconds)

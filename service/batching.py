@@ -29,6 +29,33 @@ class Overloaded(Exception):
     """The queue is full; the client should retry later."""
 
 
+class Admission:
+    """Work admitted into the backlog: ``cost`` requests' worth, held until handed over to the queue or released.
+
+    A request is admitted from its head (before its body is read: refusing it then is cheap), holds its place
+    while it uploads and decodes, and hands it over once its windows are queued, where they count instead.
+    """
+
+    def __init__(self, batcher: MicroBatcher, cost: int) -> None:
+        self._batcher, self.cost = batcher, cost
+
+    def resize(self, cost: int) -> None:
+        """A batch admitted as one request from its head, once its files are counted; Overloaded if they do not fit."""
+        if cost > self.cost:
+            self._batcher._check_room(cost, besides=self.cost)
+        self._batcher._incoming += cost - self.cost
+        self.cost = cost
+
+    def hand_over(self, cost: int = 1) -> None:
+        """``cost`` of it is queued now (as windows) or done."""
+        given = min(cost, self.cost)
+        self._batcher._incoming -= given
+        self.cost -= given
+
+    def release(self) -> None:
+        self.hand_over(self.cost)
+
+
 @dataclass
 class BatchResult:
     outputs: tuple[np.ndarray, ...]  # the model's outputs, this request's rows
@@ -63,24 +90,33 @@ class MicroBatcher:
         self.observe_batch: Callable[[int], None] | None = None  # called with the size of every forward pass
         self._incoming = 0
 
-    @contextmanager
-    def incoming(self, cost: int = 1):
+    def admit(self, cost: int = 1) -> Admission:
         """Admits work that will prepare its windows and submit soon (worth waiting for), or sheds it.
 
         ``cost`` is how many requests it stands for (a batch: its files; 0: already admitted). Requests
-        still decoding count against ``max_queue`` (as one window each) together with the queued windows,
-        so the backlog in front of the preprocessing threads is bounded too, not just the model's. Work
-        larger than the bound is admitted only into an empty backlog.
+        admitted and not yet queued count against ``max_queue`` (as one window each) together with the queued
+        windows, so the backlog in front of the preprocessing threads is bounded too, not just the model's.
+        Work larger than the bound is admitted only into an empty backlog.
         """
-        backlog = self._incoming + self._queued_windows
-        if cost and backlog and backlog + cost > self.max_queue:
-            raise Overloaded(f"{self._incoming} requests preparing and {self._queued_windows} windows queued "
-                             f"(limit {self.max_queue})")
+        self._check_room(cost)
         self._incoming += cost
+        return Admission(self, cost)
+
+    def _check_room(self, cost: int, besides: int = 0) -> None:
+        others = self._incoming - besides
+        backlog = others + self._queued_windows
+        if cost and backlog and backlog + cost > self.max_queue:
+            raise Overloaded(f"{others} requests preparing and {self._queued_windows} windows queued "
+                             f"(limit {self.max_queue})")
+
+    @contextmanager
+    def incoming(self, cost: int = 1):
+        """:meth:`admit` for the length of a ``with`` block."""
+        admission = self.admit(cost)
         try:
-            yield
+            yield admission
         finally:
-            self._incoming -= cost
+            admission.release()
 
     @property
     def depth(self) -> int:

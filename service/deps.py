@@ -10,6 +10,7 @@ from typing import Annotated
 
 from fastapi import Depends, Query, Request
 
+from service.batching import Admission
 from service.errors import ServiceError
 from service.state import ServiceState
 
@@ -38,3 +39,11 @@ async def top_k_param(state: State, top_k: Annotated[
 
 
 TopK = Annotated[int, Depends(top_k_param)]
+
+
+async def head_admission(request: Request) -> Admission | None:
+    """The backlog place the request was admitted under from its head (service/middleware.py's LoadShedder)."""
+    return request.scope.get("state", {}).get("admission")
+
+
+Admitted = Annotated[Admission | None, Depends(head_admission)]

@@ -10,3 +10,8 @@ class ServiceError(Exception):
 
     def body(self) -> dict:
         return {"error": {"code": self.code, "message": self.message}}
+
+
+def overloaded(error: Exception) -> ServiceError:
+    """The answer to work shed by the backlog bound (service/batching.py's ``Overloaded``)."""
+    return ServiceError(503, "overloaded", f"the service is at capacity: {error}", {"Retry-After": "1"})

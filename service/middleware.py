@@ -14,13 +14,16 @@ from collections.abc import Callable
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.errors import ServiceError
+from service.batching import Overloaded
+from service.errors import ServiceError, overloaded
 from service.settings import Settings
+from service.state import ServiceState
 from service.stats import ServiceStats
 
 access_logger = logging.getLogger("kws.access")
 MULTIPART_OVERHEAD = 64 * 1024  # room for the multipart framing around the files
 COUNTED_ENDPOINTS = frozenset({"/v1/recognize", "/v1/recognize/batch"})  # what /v1/stats and /metrics count
+ADMITTED_ENDPOINTS = COUNTED_ENDPOINTS  # what goes through the micro-batcher, so is admitted into its backlog
 
 
 def body_limits(settings: Settings) -> Callable[[str], int | None]:
@@ -120,3 +123,32 @@ class RequestGuard:
                 self.stats.record_request(endpoint, status_holder["status"])
             access_logger.info("%s %s %s %d %.1fms", request_id, scope["method"], path, status_holder["status"], elapsed,
                                extra={"request_id": request_id, "status": status_holder["status"], "duration_ms": elapsed})
+
+
+class LoadShedder:
+    """Admission into the backlog from the request head: a full backlog refuses an upload (503 + Retry-After)
+    before its body is read, parsed or decoded, so refusing costs next to nothing and the machine's time goes
+    to the requests it accepted. An admitted request holds its place (``scope["state"]["admission"]``) until
+    its windows are queued; a batch is admitted as one request and resized to its file count once parsed.
+    """
+
+    def __init__(self, app: ASGIApp, state: ServiceState) -> None:
+        self.app, self.state = app, state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        batcher = self.state.batcher
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in ADMITTED_ENDPOINTS \
+                or batcher is None or not self.state.ready:  # not ready: the route says so
+            await self.app(scope, receive, send)
+            return
+        try:
+            admission = batcher.admit(1)
+        except Overloaded as error:
+            refusal = overloaded(error)
+            await JSONResponse(refusal.body(), status_code=refusal.status, headers=refusal.headers)(scope, receive, send)
+            return
+        scope.setdefault("state", {})["admission"] = admission
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            admission.release()

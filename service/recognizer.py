@@ -13,15 +13,11 @@ from typing import Any
 import numpy as np
 
 from service.audio import DecodedAudio, decode_audio
-from service.batching import Overloaded
-from service.errors import ServiceError
+from service.batching import Admission, Overloaded
+from service.errors import overloaded
 from service.inference import KeywordModel
 from service.schemas import AudioInfo, Cost, LabelScore, Latency, ModelRef, Recognition
 from service.state import ServiceState
-
-
-def overloaded(error: Overloaded) -> ServiceError:
-    return ServiceError(503, "overloaded", f"the service is at capacity: {error}", {"Retry-After": "1"})
 
 
 def answer(model: KeywordModel, scores: np.ndarray, top_k: int, hop_seconds: float, audio: DecodedAudio,
@@ -43,9 +39,11 @@ def answer(model: KeywordModel, scores: np.ndarray, top_k: int, hop_seconds: flo
 
 
 async def recognize_bytes(
-    state: ServiceState, data: bytes, content_type: str | None, top_k: int, record: bool = True, admitted: bool = False
+    state: ServiceState, data: bytes, content_type: str | None, top_k: int, record: bool = True,
+    admission: Admission | None = None,
 ) -> Recognition:
-    """Decode, features, model. ``admitted`` for the files of a batch that was admitted as a whole."""
+    """Decode, features, model. ``admission``: the backlog place this clip was admitted under (its request's,
+    taken from the request head, or its batch's); without one it is admitted here, or refused (503)."""
     assert state.model is not None and state.batcher is not None
     model = state.model
     hop = state.settings.window_hop_seconds
@@ -57,12 +55,17 @@ async def recognize_bytes(
         decoded = time.perf_counter()
         return audio, model.windows(audio.samples, hop), decoded, time.perf_counter()
 
+    if admission is None:
+        try:
+            admission = state.batcher.admit(1)
+        except Overloaded as error:
+            raise overloaded(error) from error
     try:
-        with state.batcher.incoming(cost=0 if admitted else 1):  # admission: refused at once when the backlog is full
-            audio, features, decoded, featured = await loop.run_in_executor(state.preprocess, prepare)
-        result = await state.batcher.submit(features, shed=not admitted)
-    except Overloaded as error:
-        raise overloaded(error) from error
+        audio, features, decoded, featured = await loop.run_in_executor(state.preprocess, prepare)
+    finally:
+        admission.hand_over(1)  # from here its windows count, queued
+    # Admitted work is served: refusing it now would throw away the decoding it already cost.
+    result = await state.batcher.submit(features, shed=False)
     latency = {"decode": 1000 * (decoded - started), "features": 1000 * (featured - decoded), "queue": result.queue_ms,
                "inference": result.inference_ms, "total": 1000 * (time.perf_counter() - started)}
     cost = None

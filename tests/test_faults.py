@@ -57,6 +57,26 @@ def test_a_full_backlog_sheds_with_503_and_retry_after_then_recovers():
         assert 'status="503"' in metrics
 
 
+def test_an_upload_is_shed_from_its_head_without_its_body_being_read():
+    """With the backlog full (here: one upload admitted and still arriving), the next upload is refused with 503 +
+    Retry-After as soon as its head is in: this one never sends its 5 MB body, and still gets its answer."""
+    with running_server(max_queue="1", body_read_timeout_seconds="20") as server:
+        first, rest = upload_in_two_halves(server.port, wav(1.0))  # admitted from its head, uploading
+        with first, socket.create_connection(("127.0.0.1", server.port), timeout=30) as second:
+            for path in ("/v1/recognize", "/v1/recognize/batch"):
+                second.sendall(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 5000000\r\n"
+                               "Content-Type: multipart/form-data; boundary=x\r\n\r\n".encode())
+                status, body, headers = read_response(second, with_headers=True)
+                assert (status, body["error"]["code"], headers.get("retry-after")) == (503, "overloaded", "1")
+                second.close()
+                second = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+            first.sendall(rest)  # the admitted upload is served
+            status, body = read_response(first)
+            assert status == 200 and body["label"], body
+        metrics = httpx.get(f"{server.base}/metrics").text
+        assert 'kws_requests_total{endpoint="/v1/recognize/batch",status="503"}' in metrics
+
+
 def test_sigterm_under_load_finishes_in_flight_requests_refuses_new_ones_and_exits_0():
     clip = wav(10.0)  # 37 windows each: the requests are still being served when the signal lands
     with running_server(max_batch_size="4", preprocess_threads="1", max_queue="1000") as server:
@@ -120,14 +140,17 @@ def test_sigterm_drops_readiness_in_every_worker(workers):
     assert all(body["error"]["code"] == "not_ready" for _, body in answers)
 
 
-def read_response(connection: socket.socket) -> tuple[int, dict]:
+def read_response(connection: socket.socket, with_headers: bool = False):
+    """(status, JSON body) of one response, and its headers when asked."""
     received = b""
     while chunk := connection.recv(65536):
         received += chunk
         head, _, body = received.partition(b"\r\n\r\n")
-        length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")), None)
+        headers = dict(line.decode("latin-1").lower().split(": ", 1) for line in head.split(b"\r\n")[1:] if b": " in line)
+        length = int(headers["content-length"]) if "content-length" in headers else None
         if length is not None and len(body) >= length:
-            return int(head.split()[1]), json.loads(body[:length])
+            answer = int(head.split()[1]), json.loads(body[:length])
+            return (*answer, headers) if with_headers else answer
     raise AssertionError(f"the connection closed before a full response: {received[:300]!r}")
 
 
