@@ -94,9 +94,21 @@ def test_training_learns_and_resumes_on_a_generated_shd_file(shd_root, tmp_path)
 @pytest.mark.slow
 @pytest.mark.data
 def test_one_epoch_on_a_tiny_subset_of_real_speech(data_dir, tmp_path):
+    """The shipped config end to end, its synthetic corpus made here (small) with whatever synthesizer exists."""
+    from training.synth import corpus
+    from training.synth.voices import available_engines
+    from training.synth.words import Text
+
     out = tmp_path / "kws"
+    synth = tmp_path / "synth"
+    engines = [e for e in available_engines() if e in ("espeak", "flite")]
+    if engines:
+        items = corpus.plan([Text("yes", "keyword", "yes"), Text("table", "common"), Text("seven", "speech_commands")],
+                            engines, seed=0, renditions={"keyword": 4, "common": 4, "speech_commands": 4})
+        corpus.build(items, synth, 16000, progress=False)
     sets = [f"data.root={str(data_dir / 'gsc')!r}", "data.limit_per_class=12", "train.epochs=1",
-            "model.hidden_sizes=[16,16]", "train.batch_size=32", "train.threads=1"]
+            "model.hidden_sizes=[16,16]", "train.batch_size=32", "train.threads=1",
+            f"data.synth_root={str(synth) if engines else ''!r}"]
     args = ["--config", str(REPO / "configs" / "kws10.toml"), "--out", str(out), "--no-progress"]
     for value in sets:
         args += ["--set", value]

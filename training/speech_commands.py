@@ -175,19 +175,21 @@ def load_gsc(data: DataConfig, features: FeatureConfig, seed: int = 0) -> Datase
     speech_per_epoch = len(train)
     if kws10 and data.keyword_clips_per_epoch > 0:
         synthetic = np.array([n.startswith("synthetic/") for n in train.names], dtype=bool)
-        synthetic_draws = int(round(data.keyword_clips_per_epoch * data.synthetic_keyword_fraction))
+        per_keyword, unknown_draws = data.keyword_clips_per_epoch, data.unknown_clips_per_epoch
+        if data.limit_per_class is not None:  # smoke tests: an epoch as small as the clips it draws from
+            per_keyword, unknown_draws = min(per_keyword, data.limit_per_class), min(unknown_draws, data.limit_per_class)
+        synthetic_draws = int(round(per_keyword * data.synthetic_keyword_fraction))
         train.pools = []
         for i, word in enumerate(KWS10_KEYWORDS):
             if synthetic_draws:
-                train.pools += [Pool(word, np.flatnonzero((train.labels == i) & ~synthetic),
-                                     data.keyword_clips_per_epoch - synthetic_draws),
+                train.pools += [Pool(word, np.flatnonzero((train.labels == i) & ~synthetic), per_keyword - synthetic_draws),
                                 Pool(f"synthetic {word}", np.flatnonzero((train.labels == i) & synthetic), synthetic_draws)]
             else:
-                train.pools.append(Pool(word, np.flatnonzero(train.labels == i), data.keyword_clips_per_epoch))
-        synthetic_unknown = int(round(data.unknown_clips_per_epoch * data.synthetic_unknown_fraction))
+                train.pools.append(Pool(word, np.flatnonzero(train.labels == i), per_keyword))
+        synthetic_unknown = int(round(unknown_draws * data.synthetic_unknown_fraction))
         is_unknown = train.labels == unknown_index
         train.pools += [Pool("real unknown", np.flatnonzero(is_unknown & ~synthetic),
-                             data.unknown_clips_per_epoch - synthetic_unknown),
+                             unknown_draws - synthetic_unknown),
                         Pool("synthetic unknown", np.flatnonzero(is_unknown & synthetic), synthetic_unknown)]
         speech_per_epoch = train.epoch_size
     if kws10 and recordings:
