@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -28,8 +28,10 @@ class StreamConfig:
     window_s: float = 1.0
     hop_s: float = 0.2
     smoothing_hops: int = 3
-    threshold: float = 0.13  # the one benchmarks/detection.py chose
+    threshold: float = 0.13  # the one benchmarks/detection.py chose; keywords without their own use it
     refractory_s: float = 0.5
+    # keyword -> threshold of its smoothed score (the model's stream_keyword_thresholds metadata)
+    keyword_thresholds: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def window_samples(self) -> int:
@@ -70,18 +72,21 @@ class ScoreSmoother:
     """Per-hop score vectors → detection events.
 
     The scores are averaged over the last ``smoothing_hops`` hops. An event opens when the top label of
-    the average is a keyword scoring at least ``threshold`` (the non-keyword labels never open one), and
-    closes when that keyword's average falls below it; then no event opens for ``refractory_s``, so a word
+    the average is a keyword scoring at least its threshold (``thresholds[keyword]``, else ``threshold``;
+    the non-keyword labels never open one), and closes when that keyword's average falls below it; then no event opens for ``refractory_s``, so a word
     whose score wobbles around the threshold still gives one event. The event is placed on the window
     where the keyword's raw score peaked: the 1-s window that best holds the word. ``keywords`` defaults
     to :func:`model.vocabulary.keywords_of` the labels; the service passes the model's own.
     """
 
     def __init__(self, labels: Sequence[str], smoothing_hops: int, threshold: float, refractory_s: float,
-                 window_s: float = 1.0, keywords: Sequence[str] | None = None) -> None:
+                 window_s: float = 1.0, keywords: Sequence[str] | None = None,
+                 thresholds: Mapping[str, float] | None = None) -> None:
         self.labels = list(labels)
         keyword_set = set(keywords_of(self.labels) if keywords is None else keywords)
         self.is_keyword = np.array([label in keyword_set for label in self.labels])
+        own = thresholds or {}
+        self.thresholds = np.array([own.get(label, threshold) if label in keyword_set else np.inf for label in self.labels])
         self.threshold, self.refractory_s, self.window_s = threshold, refractory_s, window_s
         self._recent: deque[tuple[float, np.ndarray]] = deque(maxlen=max(1, smoothing_hops))
         self._open: _OpenEvent | None = None
@@ -96,14 +101,14 @@ class ScoreSmoother:
         smoothed = np.mean([s for _, s in self._recent], axis=0)
         event = self._open
         if event is not None:
-            if smoothed[event.label] >= self.threshold:
+            if smoothed[event.label] >= self.thresholds[event.label]:
                 event.peak = max(event.peak, float(smoothed[event.label]))
                 if scores[event.label] > event.best_raw:
                     event.best_raw, event.best_t_end = float(scores[event.label]), t_end
                 return None
             return self._close(t_end)
         top = int(smoothed.argmax())
-        if self.is_keyword[top] and smoothed[top] >= self.threshold and t_end >= self._quiet_until:
+        if self.is_keyword[top] and smoothed[top] >= self.thresholds[top] and t_end >= self._quiet_until:
             best_t_end, best_raw = max(((t, float(s[top])) for t, s in self._recent), key=lambda item: item[1])
             self._open = _OpenEvent(top, float(smoothed[top]), best_raw, best_t_end)
         return None
@@ -130,7 +135,7 @@ class StreamDetector:
     def __init__(self, labels: Sequence[str], config: StreamConfig, keywords: Sequence[str] | None = None) -> None:
         self.config = config
         self.smoother = ScoreSmoother(labels, config.smoothing_hops, config.threshold, config.refractory_s,
-                                      config.window_s, keywords)
+                                      config.window_s, keywords, config.keyword_thresholds)
         self._buffer = np.zeros(0, np.float32)
         self._buffer_start = 0  # stream position (samples) of _buffer[0]
         self._next_end = config.window_samples  # stream position where the next window ends

@@ -84,6 +84,16 @@ def test_smoother_needs_the_keyword_on_top_and_over_the_threshold():
     assert event.label == "stop" and event.t_end == pytest.approx(1.0)
 
 
+def test_smoother_per_keyword_thresholds_override_the_common_one():
+    sequence = [scores_with(_silence_=0.3)] * 3 + [scores_with(stop=0.35)] * 4 + [scores_with(_silence_=0.3)] * 10 \
+        + [scores_with(yes=0.35)] * 4 + [scores_with(_silence_=0.3)] * 4
+    smoother = ScoreSmoother(LABELS, 3, 0.2, 0.5, thresholds={"stop": 0.4})  # stop needs 0.4; yes keeps 0.2
+    events = [smoother.update(1.0 + i * 0.1, s) for i, s in enumerate(sequence)] + [smoother.finish()]
+    assert [e.label for e in events if e is not None] == ["yes"]
+    config = StreamConfig(RATE, keyword_thresholds={"yes": 0.5})
+    assert StreamDetector(LABELS, config).smoother.thresholds[LABELS.index("yes")] == 0.5
+
+
 # -- windows and decoders ------------------------------------------------------------------------------------
 
 
