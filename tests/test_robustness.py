@@ -62,7 +62,8 @@ def test_suite_reports_every_set_and_thresholds_reject_keywords(tmp_path, kws10_
     root = write_mini_gsc(tmp_path / "data")
     config = _config(tmp_path, root)
     out = tmp_path / "plain.json"
-    assert robustness_main([str(kws10_model["plain"]), "--config", str(config), "--json", str(out)]) == 0
+    assert robustness_main([str(kws10_model["plain"]), "--config", str(config), "--streaming-minutes", "0",
+                            "--json", str(out)]) == 0
     results = json.loads(out.read_text())
     assert results["open_set"]["clips"] == 3  # every real clip of the held-out word, training and validation speakers
     assert results["validation"]["clips"] >= 3  # yes, up, cat validation clips + non-speech
@@ -71,7 +72,8 @@ def test_suite_reports_every_set_and_thresholds_reject_keywords(tmp_path, kws10_
     assert results["synthetic"]["word_clips"] == 3 and "fsdd" not in results  # "lamp": "chair" chose thresholds  # no FSDD folder beside this GSC
     assert {"validation accuracy", "open-set false accepts", "worst level-sweep drop (points)"} <= set(results["headline"])
     strict = tmp_path / "strict.json"
-    assert robustness_main([str(kws10_model["strict"]), "--config", str(config), "--json", str(strict)]) == 0
+    assert robustness_main([str(kws10_model["strict"]), "--config", str(config), "--streaming-minutes", "0",
+                            "--json", str(strict)]) == 0
     rejected = json.loads(strict.read_text())
     # thresholds above any score: nothing is ever accepted as a keyword
     assert rejected["open_set"]["false_accepts"] == 0 and rejected["other_words"]["false_accepts"] == 0
@@ -79,7 +81,8 @@ def test_suite_reports_every_set_and_thresholds_reject_keywords(tmp_path, kws10_
     assert rejected["validation"]["keyword_recall"] == 0
     assert rejected["model"]["thresholds"]["yes"] == pytest.approx(1.01)
     ignored = tmp_path / "ignored.json"
-    assert robustness_main([str(kws10_model["strict"]), "--config", str(config), "--no-thresholds", "--json", str(ignored)]) == 0
+    assert robustness_main([str(kws10_model["strict"]), "--config", str(config), "--no-thresholds",
+                            "--streaming-minutes", "0", "--json", str(ignored)]) == 0
     assert json.loads(ignored.read_text())["open_set"] == results["open_set"]  # the same graph, the top label
 
 
@@ -87,3 +90,55 @@ def test_missing_model_is_a_clear_error(tmp_path, capsys):
     root = write_mini_gsc(tmp_path / "data")
     assert robustness_main([str(tmp_path / "none.onnx"), "--config", str(_config(tmp_path, root))]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_recordings_place_every_item_apart_and_matching_counts_hits_and_false_alarms():
+    from service.detector import Detection
+
+    from evaluation.streaming import Recording, build_recording, match
+
+    rate = 16000
+    rng = np.random.default_rng(0)
+    word = (np.sin(np.arange(rate // 2) / 3) * np.hanning(rate // 2)).astype(np.float32)
+    items = [(word, "yes"), (word, ""), (word, "no"), (word, "")]
+    recording = build_recording(items, (0.01 * rng.standard_normal(rate * 3)).astype(np.float32), 20.0, rate, rng)
+    assert len(recording.samples) == 20 * rate and np.abs(recording.samples).max() <= 1.0
+    spans = sorted((p.start, p.end) for p in recording.placed)
+    assert len(spans) == 4 and all(a[1] < b[0] for a, b in zip(spans, spans[1:]))  # no overlap
+    yes = next(p for p in recording.placed if p.label == "yes")
+    other = next(p for p in recording.placed if p.label == "")
+    detections = [Detection("yes", 0.9, yes.start - 0.4, yes.end + 0.1),  # covers the placed "yes": a hit
+                  Detection("yes", 0.9, yes.start - 0.4, yes.end + 0.1),  # the same word again: a false alarm
+                  Detection("go", 0.9, other.start, other.end)]  # on a non-keyword: a false alarm
+    result = match([recording], [detections], ["yes", "no", "go"])
+    assert result["hits"] == 1 and result["keywords_placed"] == 2
+    assert result["false_alarms"] == {"yes": 1, "no": 0, "go": 1}
+    assert result["per_keyword_recall"] == {"yes": 1.0, "no": 0.0, "go": None}
+    assert isinstance(recording, Recording)
+
+
+def test_stream_thresholds_go_into_the_metadata_and_the_stream_config(tmp_path, kws10_model):
+    import shutil
+
+    from evaluation.streaming import stream_config, write_stream_thresholds
+    from service.inference import KeywordModel
+
+    path = tmp_path / "m.onnx"
+    shutil.copy(kws10_model["plain"], path)
+    assert stream_config(KeywordModel.load(path)).keyword_thresholds == {}
+    write_stream_thresholds(path, {"yes": 0.61, "no": 0.7}, {"target_false_alarms_per_hour": 2})
+    model = KeywordModel.load(path)
+    assert stream_config(model).keyword_thresholds == {"yes": 0.61, "no": 0.7}
+    assert json.loads(model.metadata["keyword_thresholds"]) == {}  # the rest of the metadata is kept
+
+
+def test_streaming_figures_end_to_end_on_one_minute(tmp_path, kws10_model):
+    root = write_mini_gsc(tmp_path / "data")
+    out = tmp_path / "streaming.json"
+    assert robustness_main([str(kws10_model["plain"]), "--config", str(_config(tmp_path, root)),
+                            "--streaming-minutes", "1", "--json", str(out)]) == 0
+    streaming = json.loads(out.read_text())["streaming"]
+    assert streaming["service"]["negative_hours"] == pytest.approx(1 / 60, abs=1e-3)
+    assert streaming["service"]["vad"] and not streaming["without_vad"]["vad"]
+    assert streaming["without_vad"]["windows_scored_fraction"] == 1.0
+    assert streaming["service"]["windows_scored_fraction"] < 1.0  # the VAD skips the windows without speech

@@ -1,0 +1,316 @@
+"""Streaming: false alarms per hour on long negative audio, and keyword recall, as ``WS /v1/stream`` answers.
+
+Recordings are built from clips no training or calibration used, placed at random times over held-out
+background noise, each word at a random SNR, the whole recording at a random level:
+
+* **negative** (``minutes`` of it, one hour by default): real clips of the held-out words, the
+  evaluation half of the synthetic validation words and phrases, FSDD digits, and non-speech sounds
+  of kinds training never had — nothing in it is a keyword, so every detection is a false alarm;
+* **keyword**: keywords and other words from the validation speakers that chose neither the epoch nor
+  the thresholds: recall (and the false alarms there).
+
+The *tuning* recordings for the per-keyword stream thresholds come from the other halves (the speakers
+that chose the epoch, the synthetic words that chose the clip thresholds) and share no clip with these.
+Every window goes through the service's detector (``service.detector``), front end and graph; with the
+VAD (``service.vad``) windows without speech are not scored at all.
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from evaluation.sounds import SOUNDS
+from evaluation.suite import Data, held_out_noise, read_audio
+from model.speech import speech_extent
+from model.vocabulary import SILENCE
+
+NEGATIVE_WORDS_PER_MINUTE = 12
+SOUNDS_PER_MINUTE = 2
+KEYWORDS_PER_MINUTE, DISTRACTORS_PER_MINUTE = 10, 5
+SNR_DB = (5.0, 20.0)
+RECORDING_GAIN_DB = (-25.0, 10.0)  # the whole recording: a far talker to a close, loud one
+TOLERANCE_S = 0.25
+BATCH = 64
+
+
+@dataclass(frozen=True)
+class Placed:
+    label: str  # the keyword, or "" for anything that is not one
+    start: float
+    end: float
+
+
+@dataclass
+class Recording:
+    samples: np.ndarray
+    placed: list[Placed]
+
+
+def build_recording(items: Sequence[tuple[np.ndarray, str]], noise: np.ndarray, seconds: float, rate: int,
+                    rng: np.random.Generator) -> Recording:
+    """``items`` (clip, keyword or "") at random, non-overlapping times over ``noise``; a random SNR each."""
+    length = int(seconds * rate)
+    start = int(rng.integers(len(noise)))
+    background = np.resize(np.roll(noise, -start), length).astype(np.float32)
+    background *= rng.uniform(0.003, 0.03) / (np.sqrt(np.mean(background**2)) + 1e-12)
+    noise_power = float(np.mean(background**2))
+    samples, placed = background.copy(), []
+    slot = length // max(1, len(items))  # one item per slot, at a random place inside it
+    for index, item in enumerate(rng.permutation(len(items))):
+        clip, label = items[item]
+        clip = clip[: max(1, slot - rate // 2)]
+        begin, end = speech_extent(clip, rate)
+        power = float(np.mean(clip[begin:end] ** 2)) + 1e-12
+        gain = np.sqrt(noise_power * 10 ** (rng.uniform(*SNR_DB) / 10) / power)
+        offset = index * slot + int(rng.integers(max(1, slot - len(clip))))
+        samples[offset : offset + len(clip)] += gain * clip
+        placed.append(Placed(label, (offset + begin) / rate, (offset + end) / rate))
+    samples *= np.float32(10 ** (rng.uniform(*RECORDING_GAIN_DB) / 20))
+    return Recording(np.clip(samples, -1.0, 1.0), sorted(placed, key=lambda p: p.start))
+
+
+@dataclass
+class Material:
+    """Clips for recordings: keyword clips by keyword, and clips that are not keywords."""
+
+    keywords: dict[str, list[np.ndarray]]
+    others: list[np.ndarray]
+    sounds: bool = False
+
+
+def material(data: Data, keywords: Sequence[str], rate: int, half: str) -> tuple[Material, Material]:
+    """(keyword material, negative material) of one half: ``report`` (evaluation) or ``tune``."""
+    from training.speech_commands import is_evaluation_clip, is_test_speaker
+
+    with open(data.gsc / "manifest.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    held_out = set(data.held_out_words)
+    in_half = (lambda f: is_test_speaker(f, data.test_fraction)) if half == "report" else \
+        (lambda f: not is_test_speaker(f, data.test_fraction))
+    validation = [r for r in rows if r["split"] == "validation" and r["word"] not in held_out and in_half(r["file"])]
+    spoken = Material({k: [read_audio(data.gsc / r["file"], rate) for r in validation if r["word"] == k] for k in keywords},
+                      [read_audio(data.gsc / r["file"], rate) for r in validation if r["word"] not in keywords])
+    negatives: list[np.ndarray] = []
+    if data.synth is not None and (data.synth / "manifest.csv").exists():
+        with open(data.synth / "manifest.csv", newline="") as handle:
+            synthetic = [r for r in csv.DictReader(handle) if r["split"] == "validation" and r["kind"] != "keyword"
+                         and r["text"] not in held_out and is_evaluation_clip(r) == (half == "report")]
+        negatives += [read_audio(data.synth / r["file"], rate) for r in synthetic]
+    if half == "report":
+        negatives += [read_audio(data.gsc / r["file"], rate) for r in rows if r["word"] in held_out]
+        if data.fsdd is not None and (data.fsdd / "manifest.csv").exists():
+            with open(data.fsdd / "manifest.csv", newline="") as handle:
+                negatives += [read_audio(data.fsdd / r["file"], rate) for r in csv.DictReader(handle)][::3]
+    else:
+        negatives += spoken.others  # the tuning speakers' other words
+    return spoken, Material({}, negatives, sounds=half == "report")
+
+
+def negative_recordings(negatives: Material, noises: list[np.ndarray], minutes: int, rate: int,
+                        rng: np.random.Generator) -> list[Recording]:
+    order = rng.permutation(len(negatives.others))
+    recordings, used = [], 0
+    for minute in range(minutes):
+        items = []
+        for _ in range(NEGATIVE_WORDS_PER_MINUTE):
+            items.append((negatives.others[order[used % len(order)]], ""))
+            used += 1
+        if negatives.sounds:
+            names = list(SOUNDS)
+            for _ in range(SOUNDS_PER_MINUTE):
+                make = SOUNDS[names[int(rng.integers(len(names)))]]
+                items.append((0.1 * make(int(rng.uniform(0.3, 1.0) * rate), rate, rng), ""))
+        recordings.append(build_recording(items, noises[minute % len(noises)], 60.0, rate, rng))
+    return recordings
+
+
+def keyword_recordings(spoken: Material, noises: list[np.ndarray], minutes: int, rate: int,
+                       rng: np.random.Generator) -> list[Recording]:
+    pool = [(clip, k) for k, clips in spoken.keywords.items() for clip in clips]
+    order, others = rng.permutation(len(pool)), rng.permutation(len(spoken.others))
+    recordings = []
+    for minute in range(minutes):
+        items = [pool[order[(minute * KEYWORDS_PER_MINUTE + i) % len(pool)]] for i in range(KEYWORDS_PER_MINUTE)]
+        items += [(spoken.others[others[(minute * DISTRACTORS_PER_MINUTE + i) % len(others)]], "")
+                  for i in range(DISTRACTORS_PER_MINUTE)]
+        recordings.append(build_recording(items, noises[minute % len(noises)], 60.0, rate, rng))
+    return recordings
+
+
+@dataclass
+class Scored:
+    t_end: list[float]
+    scores: np.ndarray  # (windows, classes); VAD-skipped windows hold a one-hot _silence_
+    scored: int  # windows that went through the model
+    vad_seconds: float
+    model_seconds: float
+
+
+def score_recording(model, config, samples: np.ndarray, vad: bool, chunk_s: float = 0.2) -> Scored:
+    """The windows a stream of ``chunk_s`` messages produces, and what the detector is given for each."""
+    from service.detector import StreamDetector, window_features
+    from service.vad import SpeechGate
+
+    detector = StreamDetector(model.labels, config, model.keywords)
+    gate = SpeechGate(config.sample_rate) if vad else None
+    chunk = int(chunk_s * config.sample_rate)
+    windows, speech, vad_time = [], [], 0.0
+    for first in range(0, len(samples), chunk):
+        piece = samples[first : first + chunk]
+        if gate is not None:
+            started = time.perf_counter()
+            gate.push(piece)
+            vad_time += time.perf_counter() - started
+        for window in detector.push(piece):
+            windows.append(window)
+            speech.append(gate is None or gate.speech_between(window.t_end - config.window_s, window.t_end))
+    silence = np.zeros(len(model.labels))
+    silence[model.labels.index(SILENCE)] = 1.0
+    scores = np.tile(silence, (len(windows), 1))
+    chosen = [w for w, s in zip(windows, speech) if s]
+    started = time.perf_counter()
+    if chosen:
+        features = window_features(chosen, model.features)
+        result = np.concatenate([model.run(features[i : i + BATCH]) for i in range(0, len(features), BATCH)])
+        scores[np.flatnonzero(speech)] = result
+    return Scored([w.t_end for w in windows], scores, len(chosen), vad_time, time.perf_counter() - started)
+
+
+def detect(model, config, scored: Scored, thresholds: Mapping[str, float] | None) -> list:
+    from service.detector import ScoreSmoother
+
+    smoother = ScoreSmoother(model.labels, config.smoothing_hops, config.threshold, config.refractory_s,
+                             config.window_s, model.keywords, thresholds)
+    found = [d for t, s in zip(scored.t_end, scored.scores) if (d := smoother.update(t, s)) is not None]
+    last = smoother.finish()
+    return found + ([last] if last is not None else [])
+
+
+def match(recordings: Sequence[Recording], detections: Sequence[Sequence], keywords: Sequence[str]) -> dict:
+    """Hits (a detection of a placed keyword's label overlapping it ± the tolerance; each counts once) and
+    false alarms (every other detection), per keyword."""
+    hits, false_alarms, placed = 0, {k: 0 for k in keywords}, 0
+    found = {k: [0, 0] for k in keywords}
+    for recording, found_here in zip(recordings, detections):
+        matched: set[int] = set()
+        for detection in found_here:
+            candidates = [i for i, p in enumerate(recording.placed) if p.label == detection.label and i not in matched
+                          and p.start < detection.t_end + TOLERANCE_S and p.end > detection.t_start - TOLERANCE_S]
+            if candidates:
+                matched.add(candidates[0])
+                hits += 1
+            else:
+                false_alarms[detection.label] += 1
+        for i, p in enumerate(recording.placed):
+            if p.label:
+                placed += 1
+                found[p.label][0] += i in matched
+                found[p.label][1] += 1
+    return {"hits": hits, "keywords_placed": placed, "false_alarms": false_alarms,
+            "per_keyword_recall": {k: round(h / n, 3) if n else None for k, (h, n) in found.items()}}
+
+
+def hours(recordings: Sequence[Recording], rate: int) -> float:
+    return sum(len(r.samples) for r in recordings) / rate / 3600
+
+
+def tune_thresholds(model, config, negatives: Sequence[Scored], negative_hours: float, target_per_hour: float,
+                    grid: Sequence[float] = tuple(np.round(np.arange(0.10, 0.995, 0.01), 2))) -> dict[str, float]:
+    """Per keyword, the lowest threshold whose false alarms on the negative hours stay within an equal share of
+    ``target_per_hour``, every other keyword switched off meanwhile (its alarms do not depend on theirs)."""
+    keywords = list(model.keywords)
+    share = target_per_hour / len(keywords)
+    off = {k: 2.0 for k in keywords}
+    chosen = {}
+    for keyword in keywords:
+        chosen[keyword] = float(grid[-1])
+        for threshold in grid:
+            thresholds = {**off, keyword: float(threshold)}
+            alarms = sum(d.label == keyword for s in negatives for d in detect(model, config, s, thresholds))
+            if alarms / negative_hours <= share:
+                chosen[keyword] = float(threshold)
+                break
+    return chosen
+
+
+STREAM_METADATA_KEY = "stream_keyword_thresholds"
+
+
+def stream_config(model, settings=None):
+    """The service's stream settings (``service.settings.Settings``) with the model's own thresholds."""
+    import json
+
+    from service.detector import StreamConfig
+    from service.settings import Settings
+
+    settings = settings or Settings()
+    raw = model.metadata.get(STREAM_METADATA_KEY)
+    return StreamConfig(model.features.sample_rate, model.features.clip_seconds, settings.stream_hop_seconds,
+                        settings.stream_smoothing_hops, settings.stream_threshold, settings.stream_refractory_seconds,
+                        json.loads(raw) if raw else {})
+
+
+def build_recordings(data: Data, model, half: str, negative_minutes: int, keyword_minutes: int, seed: int):
+    rate = model.features.sample_rate
+    rng = np.random.default_rng([seed, 0 if half == "report" else 1])
+    noises = list(held_out_noise(data, rate).values())
+    spoken, negatives = material(data, model.keywords, rate, half)
+    return (negative_recordings(negatives, noises, negative_minutes, rate, rng),
+            keyword_recordings(spoken, noises, keyword_minutes, rate, rng))
+
+
+def report(model, config, negative: Sequence[Recording], keyword: Sequence[Recording], vad: bool) -> dict:
+    """False alarms per hour on the negative hours and recall on the keyword recordings, one configuration."""
+    rate = config.sample_rate
+    scored_negative = [score_recording(model, config, r.samples, vad) for r in negative]
+    scored_keyword = [score_recording(model, config, r.samples, vad) for r in keyword]
+    thresholds = dict(config.keyword_thresholds)
+    on_negative = match(negative, [detect(model, config, s, thresholds) for s in scored_negative], model.keywords)
+    on_keyword = match(keyword, [detect(model, config, s, thresholds) for s in scored_keyword], model.keywords)
+    everything = scored_negative + scored_keyword
+    windows = sum(len(s.t_end) for s in everything)
+    audio_hours = hours(negative, rate) + hours(keyword, rate)
+    negative_alarms = sum(on_negative["false_alarms"].values())
+    return {
+        "vad": vad, "negative_hours": round(hours(negative, rate), 3), "keyword_minutes": round(60 * hours(keyword, rate), 1),
+        "false_alarms_per_hour": round(negative_alarms / hours(negative, rate), 2),
+        "false_alarms": negative_alarms, "false_alarms_by_keyword": on_negative["false_alarms"],
+        "recall": round(on_keyword["hits"] / max(1, on_keyword["keywords_placed"]), 4),
+        "keywords_placed": on_keyword["keywords_placed"], "per_keyword_recall": on_keyword["per_keyword_recall"],
+        "false_alarms_on_keyword_recordings_per_hour": round(sum(on_keyword["false_alarms"].values()) / hours(keyword, rate), 2),
+        "windows_scored_fraction": round(sum(s.scored for s in everything) / max(1, windows), 4),
+        "vad_ms_per_audio_second": round(1000 * sum(s.vad_seconds for s in everything) / (3600 * audio_hours), 3),
+        "model_ms_per_audio_second": round(1000 * sum(s.model_seconds for s in everything) / (3600 * audio_hours), 3),
+    }
+
+
+def calibrate_stream(model, data: Data, target_per_hour: float, minutes: int, seed: int, vad: bool = True) -> dict:
+    """Per-keyword stream thresholds on the tuning recordings (the other halves of speakers and synthetic words)."""
+    config = stream_config(model)
+    negative, _ = build_recordings(data, model, "tune", minutes, 0, seed)
+    scored = [score_recording(model, config, r.samples, vad) for r in negative]
+    return tune_thresholds(model, config, scored, hours(negative, config.sample_rate), target_per_hour)
+
+
+def write_stream_thresholds(path: Path, thresholds: Mapping[str, float], details: Mapping) -> None:
+    """Stores the thresholds in the ONNX file's metadata (the graph is untouched)."""
+    import json
+
+    import onnx
+
+    model = onnx.load(str(path))
+    props = {p.key: p.value for p in model.metadata_props}
+    props[STREAM_METADATA_KEY] = json.dumps({k: round(v, 4) for k, v in thresholds.items()})
+    props["stream_calibration"] = json.dumps(dict(details))
+    del model.metadata_props[:]
+    for key, value in props.items():
+        model.metadata_props.add(key=key, value=value)
+    temporary = path.with_suffix(".partial.onnx")
+    onnx.save(model, str(temporary))
+    temporary.replace(path)
