@@ -16,9 +16,12 @@ FORCED = ("shift", "conv", "unfold", "stacked", "int24", "event")
 
 
 def export_checkpoint(checkpoint_path: Path, output: Path, version: str | None = None, formulation: str = "auto",
-                      int8: bool = False, calibration_temperature: float | None = None, threads: int = 2) -> dict:
+                      int8: bool = False, calibration_temperature: float | None = None, threads: int = 2,
+                      calibrate_for: float | None = None) -> dict:
     """Writes the ONNX file. ``formulation``: ``auto`` times every layer's candidates here (``export.planner``),
-    a name forces it on every layer that can take it; ``int8`` puts int8 weights on the spike-fed layers."""
+    a name forces it on every layer that can take it; ``int8`` puts int8 weights on the spike-fed layers.
+    ``calibrate_for`` (a false-accept rate per keyword) fits the score temperature and chooses the keyword
+    thresholds on the checkpoint's validation data (export/calibration.py) instead of a given temperature."""
     import onnx
 
     from export.freeze import freeze
@@ -39,12 +42,19 @@ def export_checkpoint(checkpoint_path: Path, output: Path, version: str | None =
         plan = uniform_plan(network, formulation)
         if int8:
             plan = [plan[0]] + [(Segment(None, "int8"),) for _ in plan[1:]]
+    calibration = None
+    if calibrate_for is not None:
+        from export.calibration import calibrate_network, calibration_metadata
+
+        calibration = calibrate_network(checkpoint, build_onnx(network, metadata, formulation=plan), calibrate_for)
+        calibration_temperature = calibration["temperature"]
+        metadata |= calibration_metadata(calibration, network.labels)
     model = build_onnx(network, metadata, formulation=plan, calibration_temperature=calibration_temperature)
     output.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, output)
     return {"onnx": str(output), "bytes": output.stat().st_size, "parameters": network.parameter_count(),
             "synapses": sum(layer.synapse_count for layer in network.layers), "labels": network.labels,
-            "plan": [[(s.batch_max, s.formulation) for s in layer] for layer in plan]}
+            "plan": [[(s.batch_max, s.formulation) for s in layer] for layer in plan], "calibration": calibration}
 
 
 def describe_plan(plan: list) -> str:
@@ -72,19 +82,28 @@ def export_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--int8", action="store_true",
                         help="int8 weights on the spike-fed layers (MatMulInteger): approximate, opt-in; "
                              "check it with kws-parity CHECKPOINT INT8.onnx --against FLOAT.onnx")
-    parser.add_argument("--calibration-temperature", type=float,
-                        help="scores = softmax(log(mean over time of softmax(potentials)) / T) (default: no transform)")
+    calibration = parser.add_mutually_exclusive_group()
+    calibration.add_argument("--calibration-temperature", type=float,
+                             help="scores = softmax(log(mean over time of softmax(potentials)) / T) (default: no transform)")
+    calibration.add_argument("--calibrate", type=float, metavar="RATE", nargs="?", const=0.005,
+                             help="fit the temperature T and choose per-keyword thresholds on the checkpoint's validation "
+                                  "data so that at most RATE of the clips that are not keywords are accepted as each "
+                                  "keyword (default RATE %(const)s); both go into the ONNX file (docs/export.md)")
     parser.add_argument("--threads", type=int, default=2, help="onnxruntime threads while timing (as the service's)")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     try:
         report = export_checkpoint(args.checkpoint, args.output, args.version, args.formulation, args.int8,
-                                   args.calibration_temperature, args.threads)
+                                   args.calibration_temperature, args.threads, args.calibrate)
     except (OSError, ValueError) as error:
         print(f"kws-export: {error}", file=sys.stderr)
         return 2
     print(f"wrote {report['onnx']} ({report['bytes'] / 1e6:.2f} MB, {report['synapses']:,} synapses, "
           f"{len(report['labels'])} labels) in {time.perf_counter() - started:.0f} s; {describe_plan(report['plan'])}")
+    if report["calibration"] is not None:
+        from export.calibration import describe
+
+        print(describe(report["calibration"]))
     return 0
 
 
