@@ -14,7 +14,7 @@ Forms, per network and batch size (1 and 16):
 Networks: the shipped kws10 checkpoint (validation clips if the data is present), and the paper's GSC size
 (140 mels → 3 x 512 LIF → 35, max delay 31, 101 steps, random positions) with batch-norm shifts set so hidden
 layers fire at a trained network's rate (~5-9 %).
-Prints median ms per clip (the ONNX forms timed in turn, round-robin), exported / reference, max |Δ score|
+Prints median ms per clip (the ONNX forms take turns in blocks of runs), exported / reference, max |Δ score|
 of every ONNX form against the PyTorch discretised network, and onnxruntime's profile of the reference and
 the exported graph: time per op type (a profiled run is slower, each node, also inside a Scan, is logged).
 """
@@ -100,15 +100,19 @@ def inputs_for(checkpoint: LoadedCheckpoint, batch: int, data_root: Path | None)
     return (rng.standard_normal((batch, checkpoint.model_config.input_size, steps)) * 2 - 6).astype(np.float32)
 
 
-def round_robin_ms(sessions: dict, features: np.ndarray, runs: int, warmup: int = 5) -> dict[str, float]:
-    """Median ms per run of every session, timed in turn so that drift and background load hit them alike."""
+def round_robin_ms(sessions: dict, features: np.ndarray, runs: int, rounds: int = 5) -> dict[str, float]:
+    """Median ms per run of every session, the sessions taking turns in blocks of runs (so drift and background
+    load hit them alike), each block after two warm-up runs: a session's intra-op threads keep spinning a
+    while after its run and would slow whichever session runs next."""
     feed = {"features": features}
     times: dict[str, list[float]] = {name: [] for name in sessions}
-    for round_index in range(warmup + runs):
+    for _ in range(rounds):
         for name, session in sessions.items():
-            start = time.perf_counter()
-            session.run(None, feed)
-            if round_index >= warmup:
+            for _ in range(2):
+                session.run(None, feed)
+            for _ in range(max(2, runs // rounds)):
+                start = time.perf_counter()
+                session.run(None, feed)
                 times[name].append(time.perf_counter() - start)
     return {name: 1000 * statistics.median(values) for name, values in times.items()}
 
@@ -207,7 +211,7 @@ def print_report(rows: list[dict], summaries: list[dict]) -> None:
     for r in rows:
         print(f"{r['network']:<16}{r['batch']:>6}" + "".join(f"{r[f]:>14.3f}" for f in forms)
               + f"{r['exported_over_reference']:>14.3f}")
-    print("\n(ms per clip, median; the ONNX forms timed round-robin in one run)")
+    print("\n(ms per clip, median; the ONNX forms took turns in blocks of runs, in one run)")
     for r in rows:
         deltas = ", ".join(f"{f} {r[f'max_delta_{f}']:.1e}" for f in forms[1:])
         print(f"{r['network']} batch {r['batch']}: max |Δ score| vs PyTorch discretised: {deltas}; "

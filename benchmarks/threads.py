@@ -2,8 +2,9 @@
 
     python -m benchmarks.threads [--model service/models/kws10.onnx] [--requests 300] [--json F]
 
-For each way of running the session (2 threads with onnxruntime's default spinning, 2 threads that stop
-spinning when a run ends, 2 threads that never spin, 1 thread), in one run on this machine:
+For the service's own session (service.inference.open_session) and each way of running it (2 threads with
+onnxruntime's default spinning, 2 threads that stop spinning when a run ends, 2 threads that never spin,
+1 thread), in one run on this machine:
   alone      session.run back to back on one window (what benchmarks.inference measures);
   service    the service's own code path in-process, no HTTP: an asyncio loop, decode + features on the
              preprocessing pool (service.audio, KeywordModel.windows), inference through the service's
@@ -48,11 +49,11 @@ def session(path: Path, threads: int, config: dict[str, str]) -> onnxruntime.Inf
 
 def alone_ms(model, features: np.ndarray, runs: int) -> float:
     for _ in range(10):
-        model.run(features)
+        model.infer(features)
     times = []
     for _ in range(runs):
         start = time.perf_counter()
-        model.run(features)
+        model.infer(features)
         times.append(time.perf_counter() - start)
     return 1000 * statistics.median(times)
 
@@ -64,7 +65,7 @@ async def service_pattern(model, clips: list[bytes], requests: int, concurrency:
     limits = AudioLimits(model.features.sample_rate, 0.1, 10.0, 8)
     loop = asyncio.get_running_loop()
     preprocess = ThreadPoolExecutor(4, thread_name_prefix="preprocess")  # the service's default pool
-    batcher = MicroBatcher(model.run, 16, 2.0, 64)
+    batcher = MicroBatcher(model.infer, 16, 2.0, 64)  # as the service's state does
     batcher.start()
     inference, preparing, next_clip = [], [], iter(range(10**9))
 
@@ -104,17 +105,18 @@ def main(argv: list[str] | None = None) -> int:
     base = KeywordModel.load(args.model)
     window = base.windows(np.zeros(base.features.clip_samples, np.float32), 0.25)
     rows = []
-    for name, (threads, config) in VARIANTS.items():
-        model = dataclasses.replace(base, session=session(args.model, threads, config))
+    variants = {"the service's session (service.inference.open_session)": None, **VARIANTS}
+    for name, variant in variants.items():
+        model = base if variant is None else dataclasses.replace(base, session=session(args.model, *variant))
         row = {"variant": name, "alone_ms": alone_ms(model, window, args.requests)}
         for concurrency in (1, 4):
             for key, value in asyncio.run(service_pattern(model, clips, args.requests, concurrency)).items():
                 row[f"{key}@{concurrency}"] = value
         rows.append(row)
-    print(f"{'session':<44}{'alone ms':>10}{'service inference ms c1':>25}{'prepare ms c1':>15}"
+    print(f"{'session':<56}{'alone ms':>10}{'service inference ms c1':>25}{'prepare ms c1':>15}"
           f"{'inference ms c4':>17}{'req/s c4':>10}")
     for r in rows:
-        print(f"{r['variant']:<44}{r['alone_ms']:>10.2f}{r['inference_ms_p50@1']:>25.2f}{r['prepare_ms_p50@1']:>15.2f}"
+        print(f"{r['variant']:<56}{r['alone_ms']:>10.2f}{r['inference_ms_p50@1']:>25.2f}{r['prepare_ms_p50@1']:>15.2f}"
               f"{r['inference_ms_p50@4']:>17.2f}{r['requests_per_s@4']:>10.1f}")
     print("\n(medians; alone = session.run back to back on one window; service = the service's decode, features and "
           "MicroBatcher in-process, inference_ms as latency_ms.inference reports it)")

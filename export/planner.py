@@ -3,8 +3,8 @@
 Every exact formulation of :mod:`export.synapses` computes the same currents; which is fastest depends
 on the layer's shape, the batch size and the CPU (``int24`` rides on int8 matrix units — AMX, VNNI —
 where there are some, ``unfold`` on one large float GEMM, ``shift`` on many small ones). So each layer
-is built alone in every candidate formulation and timed at each batch size, the candidates in turn
-(round-robin, so a background load hits them alike); the fastest per batch size makes the plan, whose
+is built alone in every candidate formulation and timed at each batch size, the candidates taking turns
+in blocks of runs (so a background load hits them alike); the fastest per batch size makes the plan, whose
 segments an ``If`` on the batch size selects in the graph. The plan, the timings and the machine go
 into the ONNX metadata (``synapse_plan``, ``synapse_timings``, ``synapse_plan_measured_on``).
 """
@@ -32,7 +32,8 @@ from model.features import FeatureConfig
 
 BATCH_SIZES = (1, 2, 4, 8, 16)  # the service batches up to 16 windows (KWS_MAX_BATCH_SIZE)
 KEEP_MARGIN = 0.10  # a segment keeps its formulation where another is less than 10 % faster (no flapping)
-DROP_FACTOR = 3.0  # a candidate 3x slower than the best over the first 3 rounds is timed no further
+DROP_FACTOR = 3.0  # a candidate 3x slower than the best in the first round is timed no further
+BLOCK = 5  # timed runs per turn
 
 
 def layer_model(layer: FrozenLayer, first: bool, formulation: str, layout: str | None = None) -> onnx.ModelProto:
@@ -60,8 +61,11 @@ def layer_input(layer: FrozenLayer, first: bool, batch: int, steps: int, rng: np
 
 
 def time_layer(layer: FrozenLayer, first: bool, candidates: Sequence[str], batch_sizes: Sequence[int], steps: int,
-               threads: int, rounds: int) -> dict[str, list[float]]:
-    """Median ms per run of each candidate at each batch size (``inf`` where dropped as far too slow)."""
+               threads: int, rounds: int, block: int = BLOCK) -> dict[str, list[float]]:
+    """Median ms per run of each candidate at each batch size (``inf`` where dropped as far too slow).
+
+    The candidates take turns in blocks of runs, each block after two warm-up runs: a session's threads keep
+    spinning a while after its run and would slow whichever session runs next."""
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
@@ -75,13 +79,15 @@ def time_layer(layer: FrozenLayer, first: bool, candidates: Sequence[str], batch
         feed = {"x": layer_input(layer, first, batch, steps, rng)}
         runs: dict[str, list[float]] = {f: [] for f in candidates}
         alive = list(candidates)
-        for round_index in range(rounds + 1):
+        for round_index in range(rounds):
             for f in alive:
-                start = time.perf_counter()
-                sessions[f].run(None, feed)
-                if round_index:  # round 0 warms up
+                for _ in range(2):
+                    sessions[f].run(None, feed)
+                for _ in range(block):
+                    start = time.perf_counter()
+                    sessions[f].run(None, feed)
                     runs[f].append(time.perf_counter() - start)
-            if round_index == 3:
+            if round_index == 0:
                 best = min(statistics.median(runs[f]) for f in alive)
                 alive = [f for f in alive if statistics.median(runs[f]) <= DROP_FACTOR * best]
         for f in candidates:
@@ -138,7 +144,7 @@ class MeasuredPlan:
         }
 
 
-def measure_plan(network: FrozenNetwork, batch_sizes: Sequence[int] = BATCH_SIZES, threads: int = 2, rounds: int = 15,
+def measure_plan(network: FrozenNetwork, batch_sizes: Sequence[int] = BATCH_SIZES, threads: int = 2, rounds: int = 3,
                  spike_formulations: Sequence[str] | None = None) -> MeasuredPlan:
     """Times every layer in every candidate formulation (spike-fed layers: ``spike_formulations``) and plans."""
     steps = FeatureConfig.from_dict(network.feature_config).num_frames  # the windows the service scores
