@@ -14,6 +14,7 @@ from tests.spike_files import write_shd_file
 from training.cli import main as train_main
 from training.evaluate import main as evaluate_main
 from training.config import ExperimentConfig, load_config, parse_override
+from training.delay_diagnostics import delay_shift, initial_delays
 from training.optimisation import parameter_groups
 from model.network import DelaySNN, ModelConfig
 
@@ -75,6 +76,13 @@ def test_training_learns_and_resumes_on_a_generated_shd_file(shd_root, tmp_path)
     assert [r["epoch"] for r in history] == [1, 2, 3, 4, 5, 6]
     for name in ("best.pt", "last.pt", "metrics.csv", "metrics.json", "summary.json"):
         assert (out / name).exists(), name
+    # Every epoch records whether the positions learned, per delay layer (2 hidden + readout); after the resume
+    # the moves are still measured from the run's initial delays, not from where the resume started.
+    assert all(len(r["position_grad_norm"]) == 3 and min(r["position_grad_norm"]) > 0 for r in history)
+    last = load_checkpoint(out / "last.pt").model
+    shifts, _ = delay_shift(last, initial_delays(DelaySNN(last.config)))
+    assert history[-1]["delay_shift"] == pytest.approx(shifts, rel=1e-5)
+    assert min(history[-1]["delay_shift"]) > max(history[0]["delay_shift"]) / 2 > 0
     for plot in ("training_curves", "delay_histograms", "delay_kernels", "confusion_validation"):
         assert (out / "plots" / f"{plot}.png").stat().st_size > 1000
     best = load_checkpoint(out / "best.pt")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,12 @@ class EpochRecord:
     val_accuracy_continuous: float
     val_spikes_per_clip: list[float] = field(default_factory=list)
     epoch_seconds: float = 0.0
+    # Learned delays, per learned delay layer (training/delay_diagnostics.py): mean over the epoch's batches of
+    # the L2 norm of the positions' gradient; mean |d - d0| in steps at the end of the epoch; share of synapses
+    # whose rounded delay differs from the initial one.
+    position_grad_norm: list[float] = field(default_factory=list)
+    delay_shift: list[float] = field(default_factory=list)
+    delays_changed: list[float] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -47,7 +53,8 @@ class EpochRecord:
     def from_dict(cls, row: dict[str, Any]) -> EpochRecord:
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in row.items() if k in known}
-        missing = [f.name for f in fields(cls) if f.name not in values and f.name not in ("val_spikes_per_clip", "epoch_seconds")]
+        missing = [f.name for f in fields(cls) if f.name not in values
+                   and f.default is MISSING and f.default_factory is MISSING]  # fields added later have defaults
         values.update({name: math.nan for name in missing})  # a row from an older version: what it lacks is unknown
         return cls(**values)
 

@@ -22,6 +22,7 @@ import subprocess
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
+from itertools import zip_longest
 from pathlib import Path
 from typing import Any, Callable
 
@@ -34,6 +35,7 @@ from model.delays import DelayMode, sigma_schedule
 from model.network import DelaySNN, class_scores, readout_loss
 from training.config import ExperimentConfig
 from training.datasets import Dataset, load_dataset
+from training.delay_diagnostics import delay_shift, initial_delays, position_grad_norms
 from training.distributed import (
     Distributed, check_agreement, init_distributed, parameter_checksum, rank_batches, resolve_device, steps_per_epoch,
 )
@@ -91,6 +93,7 @@ class Run:
     start_epoch: int = 0
     elapsed_before: float = 0.0  # wall time of the epochs before a resume
     snapshots: dict[str, np.ndarray] = field(default_factory=dict)
+    initial_delays: list[torch.Tensor] = field(default_factory=list)  # learned layers' delays at the start
     environment: dict[str, str] = field(default_factory=environment_info)
 
     @property
@@ -122,6 +125,8 @@ def start_run(
         # Fine-tuning: start from another run's weights and positions (same architecture).
         model.load_state_dict(load_checkpoint(init_from).raw["state_dict"])
         log(f"initialised from {init_from}")
+    # Before restore(): a fresh network of this configuration holds the positions the run started from.
+    start_delays = initial_delays(model)
     steps = steps_per_epoch(dataset.train.epoch_size, train_cfg.batch_size, dist.world_size)
     optimizers, schedulers = build_optimizers(model, config, steps)
     use_bf16 = train_cfg.bf16 and bf16_supported(device)
@@ -129,7 +134,7 @@ def start_run(
         config=config, out_dir=out_dir, dataset=dataset, device=device, dist=dist, model=model,
         network=model, optimizers=optimizers, schedulers=schedulers, steps_per_epoch=steps,
         autocast=(lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if use_bf16 else nullcontext,
-        log=log, init_from=init_from,
+        log=log, init_from=init_from, initial_delays=start_delays,
     )
     if resumed is not None:
         restore(run, resumed)
@@ -173,10 +178,19 @@ class EpochStats:
     correct: float = 0.0
     seen: int = 0
     steps: int = 0
+    position_grad_norm_sum: list[float] = field(default_factory=list)  # per learned layer, over the batches
 
     def __add__(self, other: EpochStats) -> EpochStats:
         return EpochStats(self.loss_sum + other.loss_sum, self.correct + other.correct,
-                          self.seen + other.seen, self.steps + other.steps)
+                          self.seen + other.seen, self.steps + other.steps,
+                          add_lists(self.position_grad_norm_sum, other.position_grad_norm_sum))
+
+    def add_position_grads(self, norms: list[float]) -> None:
+        self.position_grad_norm_sum = add_lists(self.position_grad_norm_sum, norms)
+
+
+def add_lists(a: list[float], b: list[float]) -> list[float]:
+    return [x + y for x, y in zip_longest(a, b, fillvalue=0.0)]
 
 
 def train_epoch(run: Run, epoch: int, progress: bool = False) -> EpochStats:
@@ -209,6 +223,8 @@ def train_epoch(run: Run, epoch: int, progress: bool = False) -> EpochStats:
         for optimizer in run.optimizers:
             optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if run.learned:
+            stats.add_position_grads(position_grad_norms(run.model))
         for optimizer in run.optimizers:
             optimizer.step()
         for scheduler in run.schedulers:
@@ -248,6 +264,7 @@ def record_epoch(run: Run, epoch: int, sigma: float, stats: EpochStats, epoch_se
     validation = evaluate(model, run.dataset.validation, train_cfg.eval_batch_size, True, run.device)
     continuous = (evaluate(model, run.dataset.validation, train_cfg.eval_batch_size, False, run.device)
                   if run.learned else validation)
+    shifts, changed = delay_shift(model, run.initial_delays) if run.learned else ([], [])
     record = EpochRecord(
         epoch=epoch + 1, sigma=float(sigma),
         lr_weights=run.optimizers[0].param_groups[0]["lr"],
@@ -256,11 +273,14 @@ def record_epoch(run: Run, epoch: int, sigma: float, stats: EpochStats, epoch_se
         val_loss=validation.loss, val_accuracy=validation.accuracy,
         val_accuracy_continuous=continuous.accuracy, val_spikes_per_clip=validation.spikes_per_clip,
         epoch_seconds=epoch_seconds,
+        position_grad_norm=[total / max(1, stats.steps) for total in stats.position_grad_norm_sum],
+        delay_shift=shifts, delays_changed=changed,
     )
     run.history.append(record)
     run.log(f"epoch {epoch + 1:3d}  sigma {sigma:6.3f}  loss {record.train_loss:.4f}  "
             f"train {record.train_accuracy:.4f}  val {validation.accuracy:.4f} "
-            f"(continuous {continuous.accuracy:.4f})  {record.epoch_seconds:.0f}s")
+            f"(continuous {continuous.accuracy:.4f})  {record.epoch_seconds:.0f}s"
+            + (f"  |Δd| {' '.join(f'{x:.2f}' for x in shifts)}" if shifts else ""))
     common = dict(name=run.config.name, labels=run.dataset.labels, feature_config=run.config.features)
     training_info = {"config": run.config.to_dict(), "epoch": epoch + 1, "elapsed_s": elapsed,
                      "environment": run.environment, "processes": run.dist.world_size,
@@ -319,8 +339,10 @@ def fit(
         for epoch in range(run.start_epoch, end_epoch):
             epoch_start = time.perf_counter()
             sigma = run.sigma(epoch)
-            run.model.set_sigma(sigma)
+            run.model.set_sigma(sigma)  # ignored when sigma is learned
             stats = agree_after_epoch(run, epoch, train_epoch(run, epoch, progress))
+            if run.model.config.sigma_learned and run.learned:
+                sigma = run.model.mean_sigma()  # where the gradient took it by the end of the epoch
             if dist.is_main:
                 record_epoch(run, epoch, sigma, stats, time.perf_counter() - epoch_start,
                              run.elapsed_before + time.perf_counter() - started)
