@@ -38,7 +38,7 @@ def answers(model: KeywordModel, paths: list[Path]) -> list[tuple[str, float]]:
     for path in paths:
         audio = decode_audio(path.read_bytes(), limits)
         scores = model.run(model.windows(audio.samples, settings.window_hop_seconds))
-        best = scores[model.best_window(scores)]
+        best = scores[model.answer_window(scores)[0]]
         result.append((model.labels[int(np.argmax(best))], float(best.max())))
     return result
 

@@ -239,7 +239,7 @@ def tune_thresholds(model, config, negatives: Sequence[Scored], negative_hours: 
     return chosen
 
 
-STREAM_METADATA_KEY = "stream_keyword_thresholds"
+from service.inference import STREAM_THRESHOLDS_KEY as STREAM_METADATA_KEY  # noqa: E402 - one definition
 
 
 def stream_config(model, settings=None):
@@ -302,12 +302,16 @@ def write_stream_thresholds(path: Path, thresholds: Mapping[str, float], details
     """Stores the thresholds in the ONNX file's metadata (the graph is untouched)."""
     import json
 
+    update_metadata(path, {STREAM_METADATA_KEY: json.dumps({k: round(v, 4) for k, v in thresholds.items()}),
+                           "stream_calibration": json.dumps(dict(details))})
+
+
+def update_metadata(path: Path, values: Mapping[str, str]) -> None:
+    """Sets metadata_props of an ONNX file in place (others kept), written to a temporary file first."""
     import onnx
 
     model = onnx.load(str(path))
-    props = {p.key: p.value for p in model.metadata_props}
-    props[STREAM_METADATA_KEY] = json.dumps({k: round(v, 4) for k, v in thresholds.items()})
-    props["stream_calibration"] = json.dumps(dict(details))
+    props = {p.key: p.value for p in model.metadata_props} | dict(values)
     del model.metadata_props[:]
     for key, value in props.items():
         model.metadata_props.add(key=key, value=value)

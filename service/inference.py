@@ -10,8 +10,11 @@ from pathlib import Path
 import numpy as np
 import onnxruntime
 
+from model.decision import DecisionRule
 from model.features import FeatureConfig, fit_to_clip, log_mel
 from model.vocabulary import keywords_of
+
+STREAM_THRESHOLDS_KEY = "stream_keyword_thresholds"  # written by kws-stream-calibrate
 
 
 class ModelLoadError(RuntimeError):
@@ -126,11 +129,17 @@ class KeywordModel:
         events = None if fan_out is None or len(fan_out) != len(spikes) else int(round(float(spikes @ np.array(fan_out))))
         return SpikeCost([int(round(value)) for value in spikes], events)
 
-    def best_window(self, scores: np.ndarray) -> int:
-        """The window reported for a long clip: the most confident one whose top label is a keyword, if any."""
-        top = scores.argmax(axis=1)
-        keywords = set(self.keywords)
-        is_keyword = np.array([self.labels[i] in keywords for i in top])
-        confidence = scores.max(axis=1)
-        candidates = np.flatnonzero(is_keyword) if is_keyword.any() else np.arange(len(scores))
-        return int(candidates[confidence[candidates].argmax()])
+    @cached_property
+    def decision(self) -> DecisionRule:
+        """Scores → answer: the keyword thresholds of the metadata (``kws-export --calibrate``); none: the top label."""
+        return DecisionRule.from_metadata(self.labels, self.metadata)
+
+    @cached_property
+    def stream_thresholds(self) -> dict[str, float]:
+        """Per-keyword thresholds of the streaming detector's smoothed scores (empty: the service's common one)."""
+        raw = self.metadata.get(STREAM_THRESHOLDS_KEY)
+        return {str(k): float(v) for k, v in json.loads(raw).items()} if raw else {}
+
+    def answer_window(self, scores: np.ndarray) -> tuple[int, int]:
+        """(window, label index) answering a clip scored on ``scores`` (windows, labels): see ``model.decision``."""
+        return self.decision.answer_window(scores)

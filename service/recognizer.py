@@ -22,12 +22,13 @@ from service.state import ServiceState
 
 def answer(model: KeywordModel, scores: np.ndarray, top_k: int, hop_seconds: float, audio: DecodedAudio,
            latency: dict[str, float], cost: Cost | None = None) -> Recognition:
-    """Per-window scores ``(windows, labels)`` of one clip → the answer: its best window's top labels."""
-    window = model.best_window(scores)
+    """Per-window scores ``(windows, labels)`` of one clip → the answer: the decision of its answering window
+    (a keyword only when it clears its threshold), with that window's raw top labels."""
+    window, label = model.answer_window(scores)
     best = scores[window]
     order = np.argsort(best)[::-1][:top_k]
     return Recognition(
-        label=model.labels[order[0]], score=float(best[order[0]]),
+        label=model.labels[label], score=float(best[label]),
         top_k=[LabelScore(label=model.labels[i], score=float(best[i])) for i in order],
         audio=AudioInfo(duration_s=round(audio.duration_s, 4), sample_rate=audio.sample_rate, channels=audio.channels,
                         format=audio.format),

@@ -43,9 +43,13 @@ class Cost(BaseModel):
 
 
 class Recognition(BaseModel):
-    label: str = Field(description=f"top-1 label; `{UNKNOWN}` for words that are not keywords, `{SILENCE}` for no speech")
-    score: float = Field(description="mean over time of the softmax of the readout potentials")
-    top_k: list[LabelScore]
+    label: str = Field(description=f"the decision: a keyword only when its score clears that keyword's threshold (the "
+                                   f"model's keyword_thresholds, GET /v1/models), else `{UNKNOWN}` (a word that is not a "
+                                   f"keyword) or `{SILENCE}` (no speech), whichever scores higher")
+    score: float = Field(description="the score of `label`: for a calibrated model (calibration_temperature in its "
+                                     "metadata) about the chance that the top label is right")
+    top_k: list[LabelScore] = Field(description="the raw scores of the answering window, highest first, thresholds "
+                                                "not applied")
     audio: AudioInfo
     latency_ms: Latency
     model: ModelRef

@@ -300,3 +300,31 @@ def test_real_validation_clips_are_recognised(server, data_dir):
 def test_sigterm_shuts_down_cleanly(server):
     server.process.terminate()
     assert server.process.wait(timeout=20) == 0
+
+
+@pytest.mark.data
+def test_label_is_the_thresholded_decision_and_top_k_keeps_the_raw_scores(data_dir, tmp_path):
+    """With impossible keyword thresholds nothing is a keyword; with a threshold of 0 the top label stands."""
+    import json
+    import shutil
+
+    from evaluation.streaming import update_metadata
+    from service.settings import SHIPPED_MODEL
+
+    clip = (data_dir / "gsc" / "yes").glob("*.flac")
+    wav = wav_bytes(soundfile.read(next(clip))[0])
+    answers = {}
+    for name, thresholds in (("strict", {"yes": 1.01}), ("open", {"yes": 0.0})):
+        model = tmp_path / f"{name}.onnx"
+        shutil.copy(SHIPPED_MODEL, model)
+        update_metadata(model, {"keyword_thresholds": json.dumps(thresholds)})
+        with TestClient(create_app(Settings(model_path=model))) as local:
+            wait_ready(local)
+            answers[name] = local.post("/v1/recognize?top_k=10", files={"file": ("yes.wav", wav, "audio/wav")}).json()
+            assert local.get("/v1/models").json()["metadata"]["keyword_thresholds"] == thresholds
+    strict, open_ = answers["strict"], answers["open"]
+    assert strict["top_k"] == open_["top_k"]  # the raw scores do not depend on the thresholds
+    if open_["label"] == "yes":  # the model hears "yes": a threshold above any score turns it into a non-keyword
+        assert strict["label"] in ("_unknown_", "_silence_")
+        assert strict["score"] == next(s["score"] for s in strict["top_k"] if s["label"] == strict["label"])
+    assert open_["label"] == open_["top_k"][0]["label"]
