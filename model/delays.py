@@ -10,8 +10,13 @@ Learned delays follow Hammouamri et al. (ICLR 2024): each tap is a Gaussian of
 width ``sigma`` centred at a real-valued position inside a temporal kernel of
 ``max_delay`` steps (``dcls.Dcls1d``, gauss version), applied as a causal
 convolution. Training shrinks sigma until each tap is (nearly) one integer
-delay; :meth:`DelayedSynapses.integer_delays` rounds the positions and the
+delay (or, with ``learn_sigma``, lets the gradient set each tap's sigma);
+:meth:`DelayedSynapses.integer_delays` rounds the positions and the
 discretised forward puts each weight on exactly one kernel slot.
+
+Initial positions (learned) and fixed random delays are drawn uniformly over
+the middle ``init_spread`` fraction of the kernel: 1.0 (the default) is the whole
+kernel, 0.0 puts every delay at ``max_delay // 2`` (the ablation of docs/ablation.md).
 
 DCLS stores a position ``p`` centred on the kernel, ``p in [-(D//2), D//2]``,
 at kernel index ``p + D//2``. Cross-correlation with ``D - 1`` steps of left
@@ -82,11 +87,15 @@ class DelayedSynapses(nn.Module):
         fan_in: int | None = None,
         sigma_init: float | None = None,
         generator: torch.Generator | None = None,
+        init_spread: float = 1.0,
+        learn_sigma: bool = False,
     ) -> None:
         super().__init__()
         self.mode = DelayMode(mode)
         if max_delay < 1 or max_delay % 2 == 0:
             raise ValueError(f"max_delay must be odd and >= 1 (DCLS centres positions), got {max_delay}")
+        if not 0.0 <= init_spread <= 1.0:
+            raise ValueError(f"init_spread must be in [0, 1], got {init_spread}")
         if self.mode is DelayMode.NONE:
             max_delay, kernel_count = 1, 1
         self.in_features, self.out_features = in_features, out_features
@@ -94,6 +103,8 @@ class DelayedSynapses(nn.Module):
         generator = generator if generator is not None else torch.Generator().manual_seed(0)
         self.register_buffer("mask", connectivity_mask(out_features, in_features, fan_in, generator))
         self.position_limit = max_delay // 2
+        self.learn_sigma = learn_sigma and self.mode is DelayMode.LEARNED
+        spread = init_spread * self.position_limit  # half-width of the initial range, in steps
 
         if self.mode is DelayMode.LEARNED:
             from DCLS.construct.modules import Dcls1d  # noqa: PLC0415 - imported where used: the export path needs no DCLS
@@ -103,13 +114,14 @@ class DelayedSynapses(nn.Module):
             )
             nn.init.kaiming_uniform_(self.dcls.weight, nonlinearity="relu")
             with torch.no_grad():
-                self.dcls.P.uniform_(-self.position_limit, self.position_limit, generator=generator)
+                self.dcls.P.uniform_(-spread, spread, generator=generator)
                 self.dcls.SIG.fill_(sigma_init if sigma_init is not None else max_delay // 2)
-            self.dcls.SIG.requires_grad_(False)
+            self.dcls.SIG.requires_grad_(self.learn_sigma)
         else:
             self.weight = nn.Parameter(torch.empty(out_features, in_features, kernel_count))
             nn.init.kaiming_uniform_(self.weight, nonlinearity="relu")
-            delays = torch.randint(0, max_delay, (out_features, in_features, kernel_count), generator=generator)
+            low = self.position_limit - round(spread)
+            delays = torch.randint(low, max_delay - low, (out_features, in_features, kernel_count), generator=generator)
             self.register_buffer("fixed_delays", delays if self.mode is DelayMode.RANDOM else torch.zeros_like(delays))
 
     # -- parameters seen from outside -------------------------------------------------------------
@@ -136,7 +148,8 @@ class DelayedSynapses(nn.Module):
 
     @torch.no_grad()
     def set_sigma(self, sigma: float) -> None:
-        if self.mode is DelayMode.LEARNED:
+        """The schedule's sigma; ignored when sigma is learned."""
+        if self.mode is DelayMode.LEARNED and not self.learn_sigma:
             self.dcls.SIG.fill_(sigma)
 
     @torch.no_grad()
@@ -146,7 +159,8 @@ class DelayedSynapses(nn.Module):
 
     @property
     def sigma(self) -> float | None:
-        return float(self.dcls.SIG.flatten()[0]) if self.mode is DelayMode.LEARNED else None
+        """DCLS's SIG (the mean over taps when it is learned; DCLS uses its absolute value)."""
+        return float(self.dcls.SIG.detach().abs().mean()) if self.mode is DelayMode.LEARNED else None
 
     def synapse_count(self) -> int:
         return int(self.mask.sum().item()) * self.kernel_count

@@ -33,6 +33,8 @@ class ModelConfig:
     kernel_count: int = 1  # taps per synapse
     fan_in: int | None = None  # synapses per neuron; None = fully connected
     sigma_init: float | None = None  # DCLS sigma at the start; None = max_delay // 2 as in the paper
+    sigma_learned: bool = False  # sigma trained by gradient with the positions, per tap (no schedule)
+    delay_init_spread: float = 1.0  # initial/random delays drawn over this middle fraction of the kernel
     dropout: float = 0.25
     batch_norm: bool = True
     tau: float = TAU
@@ -103,7 +105,7 @@ class DelaySNN(nn.Module):
         def synapses(n_in: int, n_out: int) -> DelayedSynapses:
             return DelayedSynapses(
                 n_in, n_out, config.max_delay, config.delay_mode, config.kernel_count,
-                config.fan_in, config.sigma_init, generator,
+                config.fan_in, config.sigma_init, generator, config.delay_init_spread, config.sigma_learned,
             )
 
         self.hidden = nn.ModuleList(
@@ -132,6 +134,11 @@ class DelaySNN(nn.Module):
     def set_sigma(self, sigma: float) -> None:
         for layer in self.delay_layers():
             layer.set_sigma(sigma)
+
+    def mean_sigma(self) -> float | None:
+        """DCLS's SIG averaged over the learned layers (None without learned delays)."""
+        values = [layer.sigma for layer in self.delay_layers() if layer.sigma is not None]
+        return sum(values) / len(values) if values else None
 
     @torch.no_grad()
     def clamp_positions(self) -> None:

@@ -11,12 +11,13 @@ from training.config import ExperimentConfig
 
 
 def parameter_groups(model: nn.Module) -> dict[str, list[nn.Parameter]]:
-    """Split trainable parameters by rule: DCLS positions; matrices (decayed); vectors (not decayed)."""
+    """Split trainable parameters by rule: DCLS positions (and learned sigmas); matrices (decayed); vectors
+    (not decayed)."""
     groups: dict[str, list[nn.Parameter]] = {"positions": [], "decay": [], "no_decay": []}
     for name, parameter in model.named_parameters():
         if not parameter.requires_grad:
-            continue  # DCLS's SIG: set by the schedule, never by gradients
-        if name.endswith("dcls.P"):
+            continue  # DCLS's SIG when the schedule sets it
+        if name.endswith("dcls.P") or name.endswith("dcls.SIG"):  # SIG trains only with model.sigma_learned
             groups["positions"].append(parameter)
         elif parameter.ndim >= 2:
             groups["decay"].append(parameter)
