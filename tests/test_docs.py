@@ -121,15 +121,25 @@ def ablation_markers(text: str) -> list[str]:
     return re.findall(r"^<!-- ablation:([\w.-]+) -->$", text, flags=re.MULTILINE)
 
 
-def test_ablation_tables_live_in_results_and_the_commands_write_there():
-    results = (DOCS / "results.md").read_text()
-    names = ablation_markers(results)
-    assert names, "docs/results.md has no <!-- ablation:NAME --> markers"
-    for name in names:
-        assert results.count(f"<!-- /ablation:{name} -->") == 1, f"marker {name} is not closed once"
-    assert not ablation_markers(README.read_text()), "the ablation tables moved to docs/results.md"
-    commands = re.findall(r"kws-ablation .*?(?=\n```)", results, flags=re.S)
-    assert commands and all("--doc docs/results.md" in c for c in commands), commands
+ABLATION_PAGES = ("results.md", "ablation.md")
+
+
+def test_ablation_tables_live_in_results_and_ablation_and_the_commands_write_there():
+    from training.ablation import load_study
+
+    assert ablation_markers((DOCS / "results.md").read_text()), "docs/results.md has no <!-- ablation:NAME --> markers"
+    assert not ablation_markers(README.read_text()), "the ablation tables live in docs/, not in the README"
+    for page in ABLATION_PAGES:
+        text = (DOCS / page).read_text()
+        for name in ablation_markers(text):
+            assert text.count(f"<!-- /ablation:{name} -->") == 1, f"{page}: marker {name} is not closed once"
+        commands = re.findall(r"kws-ablation .*?(?=\n```)", text, flags=re.S)
+        assert commands, page
+        for command in commands:  # each writes into this page: with --doc, or through a study that names it
+            study = re.search(r"--study (\S+)", command)
+            writes_here = (f"--doc docs/{page}" in command if study is None
+                           else Path(f"docs/{page}") in load_study(REPO / study.group(1)).docs)
+            assert writes_here, f"{page}: {command}"
 
 
 @pytest.mark.parametrize("flag", ["--doc", "--readme"])
