@@ -43,7 +43,11 @@ class Settings(BaseSettings):
     # WS /v1/stream (service/routes/stream.py); the defaults are the detector's (service/detector.py).
     stream_hop_seconds: float = Field(StreamConfig.hop_s, gt=0, le=1.0, description="hop between the scored 1-s windows of a stream")
     stream_smoothing_hops: int = Field(StreamConfig.smoothing_hops, ge=1, description="moving average of the scores over this many hops")
-    stream_threshold: float = Field(StreamConfig.threshold, ge=0, le=1, description="smoothed keyword score that opens a detection")
+    stream_threshold: float = Field(StreamConfig.threshold, ge=0, le=1,
+                                    description="smoothed keyword score that opens a detection, for keywords the model "
+                                                "has no stream threshold of its own for (stream_keyword_thresholds)")
+    stream_vad: bool = Field(True, description="score only the stream windows in which the VAD (Silero) hears speech")
+    stream_vad_threshold: float = Field(0.5, ge=0, le=1, description="VAD speech probability that counts as speech")
     stream_refractory_seconds: float = Field(StreamConfig.refractory_s, ge=0, description="no new detection this long after one ends")
     stream_max_seconds: float = Field(600.0, gt=0, description="longest stream (seconds of audio); then close 4408")
     stream_max_message_bytes: int = Field(1024 * 1024, ge=1024, description="largest binary message; more closes 1009")

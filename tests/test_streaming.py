@@ -263,7 +263,13 @@ def test_stream_pcm16_16k_detects_the_keyword_once_where_it_was_said(stream_url,
     ready, scores = messages[0], of_type(messages, "scores")
     assert ready["sample_rate"] == RATE and ready["keywords"] == LABELS[:8] and ready["labels"] == LABELS
     assert len(scores) == round((4.5 - 1.0) / ready["hop_s"]) + 1
-    assert all(len(s["top_k"]) == 4 and set(s["latency_ms"]) == {"features", "queue", "inference", "total"} for s in scores)
+    assert all(set(s["latency_ms"]) == {"features", "queue", "inference", "total"} for s in scores)
+    # The VAD: windows holding the word are scored (top_k); windows of the noise before it are not.
+    assert ready["vad"] is True
+    assert all(len(s["top_k"]) == (4 if s["speech"] else 0) for s in scores)
+    assert not any(s["speech"] for s in scores if s["t_end"] < speech[0] - 0.05)
+    assert all(s["speech"] for s in scores if s["t_end"] - 1.0 < speech[0] < s["t_end"] - 0.1)
+    assert messages[-1]["windows"] == len(scores) and messages[-1]["windows_scored"] == sum(s["speech"] for s in scores)
     assert messages[-1]["duration_s"] == pytest.approx(4.5, abs=1e-3)
 
 
@@ -293,7 +299,13 @@ def test_stream_without_a_keyword_detects_nothing(stream_url, clips, word):
     audio, _ = place(clips, word)
     messages, close_code = stream(stream_url, pcm16_messages(audio, RATE))
     assert close_code == 1000 and of_type(messages, "detection") == []
-    assert messages[-1] == {"type": "end", "duration_s": 4.5, "detections": 0}
+    end = messages[-1]
+    assert {k: end[k] for k in ("type", "duration_s", "detections", "windows")} == \
+        {"type": "end", "duration_s": 4.5, "detections": 0, "windows": 19}
+    if word is None:  # quiet noise alone: the VAD hears no speech, so the model scores no window at all
+        assert end["windows_scored"] == 0
+    else:
+        assert 0 < end["windows_scored"] < end["windows"]
 
 
 @pytest.mark.parametrize("query", ["format=mp3", "sample_rate=100", "sample_rate=fast", "threshold=1.5", "threshold=nan",

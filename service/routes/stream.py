@@ -1,7 +1,7 @@
-"""``WS /v1/stream``: keyword spotting on a live stream; the wire protocol is in README.md ("Streaming").
+"""``WS /v1/stream``: keyword spotting on a live stream; the wire protocol is in docs/api.md ("Streaming").
 
-One connection is a pipeline: decoder (service/stream_decoders.py) → detector (service/detector.py) →
-the shared micro-batcher → messages. PCM streams prepare their windows on the app's preprocessing
+One connection is a pipeline: decoder (service/stream_decoders.py) → VAD (service/vad.py: windows without
+speech are not scored) → detector (service/detector.py) → the shared micro-batcher → messages. PCM streams prepare their windows on the app's preprocessing
 threads; a WebM/Ogg stream's ``prepare`` mostly waits for its demuxer thread, so those run on a pool of
 their own (``ServiceState.stream_pool``): waiting streams cannot starve the decoding of uploads.
 """
@@ -20,9 +20,12 @@ from typing import Any
 import numpy as np
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
+from model.vocabulary import SILENCE
 from service.detector import Detection, StreamConfig, StreamDetector, Window, window_features
 from service.state import ServiceState
 from service.stream_decoders import ContainerDecoder, Pcm16Decoder, TooMuchAudio, UndecodableStream
+from service.vad import SUPPORTED_RATES as VAD_RATES
+from service.vad import SpeechGate
 
 logger = logging.getLogger("kws.stream")
 router = APIRouter()
@@ -46,11 +49,11 @@ class StreamClosed(Exception):
 class StreamParams:
     format: str
     sample_rate: int
-    threshold: float
+    threshold: float | None  # None: the model's per-keyword thresholds (and the setting for the others)
     top_k: int
 
 
-def parse_stream_params(query: dict[str, str], default_threshold: float, label_count: int) -> StreamParams:
+def parse_stream_params(query: dict[str, str], default_threshold: float | None, label_count: int) -> StreamParams:
     """The query parameters, or :class:`StreamClosed` (4400) naming the bad one."""
 
     def invalid(message: str) -> StreamClosed:
@@ -75,7 +78,7 @@ def parse_stream_params(query: dict[str, str], default_threshold: float, label_c
     if not PCM16_RATES[0] <= rate <= PCM16_RATES[1]:
         raise invalid(f"sample_rate must be between {PCM16_RATES[0]} and {PCM16_RATES[1]} Hz, got {rate}")
     threshold = number("threshold", float, default_threshold)
-    if not 0 <= threshold <= 1:
+    if threshold is not None and not 0 <= threshold <= 1:
         raise invalid(f"threshold must be between 0 and 1, got {threshold}")
     top_k = number("top_k", int, 3)
     if not 1 <= top_k <= label_count:
@@ -93,11 +96,15 @@ class _Stream:
     detector: StreamDetector
     max_samples: int
     max_pending_samples: int
+    gate: SpeechGate | None = None  # None: every window is scored
     detections: int = 0
+    windows_seen: int = 0
+    windows_scored: int = 0
     messages: list[dict[str, Any]] = field(default_factory=list)
 
     def prepare(self, data: bytes | None) -> tuple[list[Window], np.ndarray | None, bool, float]:
-        """Decode a message (``None``: end of stream) into scored-to-be windows; runs in a worker thread."""
+        """Decode a message (``None``: end of stream) into windows, and the features of those that hold speech
+        (all of them without a VAD); runs in a worker thread."""
         started = time.perf_counter()
         samples = self.decoder.feed(data) if data is not None else self.decoder.finish()
         if len(samples) > self.max_pending_samples:
@@ -105,28 +112,53 @@ class _Stream:
                                f"at most {self.max_pending_samples / self.detector.config.sample_rate:g} s may be pending")
         room = self.max_samples - self.detector.samples_seen
         over_limit = len(samples) > room
-        windows = self.detector.push(samples[:room])
+        kept = samples[:room]
+        if self.gate is not None:
+            self.gate.push(kept)
+        windows = self.detector.push(kept)
         if data is None or over_limit:
             windows += self.detector.flush()
-        features = window_features(windows, self.state.model.features) if windows else None
+        speech = [w for w in windows if self.has_speech(w)]
+        features = window_features(speech, self.state.model.features) if speech else None
         return windows, features, over_limit, 1000 * (time.perf_counter() - started)
 
-    async def score(self, windows: list[Window], features: np.ndarray, features_ms: float, received: float) -> None:
-        """Windows through the shared batcher (in chunks a forward pass takes), then scores and detections out."""
+    def has_speech(self, window: Window) -> bool:
+        return self.gate is None or self.gate.speech_between(window.t_end - self.detector.config.window_s, window.t_end)
+
+    async def score(self, windows: list[Window], features: np.ndarray | None, features_ms: float, received: float) -> None:
+        """The speech windows through the shared batcher (in chunks a forward pass takes), then one ``scores``
+        message per window in order — ``speech: false`` and no scores for those the VAD skipped, which the
+        detector sees as silence — and the detections."""
         model, batcher = self.state.model, self.state.batcher
         chunk = self.state.settings.max_batch_size
-        for first in range(0, len(windows), chunk):
+        scored: list[np.ndarray] = []
+        latency = {"features": round(features_ms, 3), "queue": 0.0, "inference": 0.0, "total": 0.0}
+        count = 0 if features is None else len(features)
+        for first in range(0, count, chunk):
             # An open stream was admitted by KWS_MAX_STREAMS and is never shed mid-utterance by a queue spike;
             # its own back-pressure (one message scored before the next is read) bounds what it queues.
             result = await batcher.submit(features[first : first + chunk], shed=False)
-            latency = {"features": round(features_ms, 3), "queue": round(result.queue_ms, 3),
-                       "inference": round(result.inference_ms, 3),
-                       "total": round(1000 * (time.perf_counter() - received), 3)}
-            for window, scores in zip(windows[first : first + chunk], result.scores):
+            latency["queue"] = round(latency["queue"] + result.queue_ms, 3)
+            latency["inference"] = round(latency["inference"] + result.inference_ms, 3)
+            scored.extend(result.scores)
+        latency["total"] = round(1000 * (time.perf_counter() - received), 3)
+        silence = np.zeros(len(model.labels))
+        silence[model.labels.index(SILENCE)] = 1.0
+        speech = iter(scored)
+        for window in windows:
+            self.windows_seen += 1
+            message: dict[str, Any] = {"type": "scores", "t_end": round(window.t_end, 3), "latency_ms": latency}
+            if self.has_speech(window):
+                scores = next(speech)
+                self.windows_scored += 1
                 order = np.argsort(scores)[::-1][: self.params.top_k]
-                self.messages.append({"type": "scores", "t_end": round(window.t_end, 3), "latency_ms": latency,
-                                      "top_k": [{"label": model.labels[i], "score": round(float(scores[i]), 4)} for i in order]})
-                self.emit(self.detector.observe(window, scores))
+                message |= {"speech": True,
+                            "top_k": [{"label": model.labels[i], "score": round(float(scores[i]), 4)} for i in order]}
+            else:
+                scores = silence
+                message |= {"speech": False, "top_k": []}
+            self.messages.append(message)
+            self.emit(self.detector.observe(window, scores))
 
     def emit(self, detections: list[Detection]) -> None:
         self.detections += len(detections)
@@ -200,13 +232,17 @@ async def stream_endpoint(websocket: WebSocket) -> None:
         return
     model = state.model
     try:
-        params = parse_stream_params(dict(websocket.query_params), settings.stream_threshold, len(model.labels))
+        params = parse_stream_params(dict(websocket.query_params), None, len(model.labels))
     except StreamClosed as closing:
         await close_with(websocket, closing.close_code, closing.code, closing.message)
         return
     rate = model.features.sample_rate
+    # A threshold in the query applies to every keyword; else the model's own, the setting for the rest.
     config = StreamConfig(rate, model.features.clip_seconds, settings.stream_hop_seconds,
-                          settings.stream_smoothing_hops, params.threshold, settings.stream_refractory_seconds)
+                          settings.stream_smoothing_hops,
+                          settings.stream_threshold if params.threshold is None else params.threshold,
+                          settings.stream_refractory_seconds, model.stream_thresholds if params.threshold is None else {})
+    use_vad = settings.stream_vad and rate in VAD_RATES
     loop = asyncio.get_running_loop()
     state.open_streams += 1
     decoder: Pcm16Decoder | ContainerDecoder | None = None
@@ -215,11 +251,12 @@ async def stream_endpoint(websocket: WebSocket) -> None:
         decoder = Pcm16Decoder(params.sample_rate, rate) if params.format == "pcm16" else \
             ContainerDecoder(params.format, rate, max_pending)
         stream = _Stream(state, params, decoder, StreamDetector(model.labels, config, model.keywords),
-                         int(settings.stream_max_seconds * rate), max_pending)
+                         int(settings.stream_max_seconds * rate), max_pending,
+                         SpeechGate(rate, settings.stream_vad_threshold) if use_vad else None)
         await websocket.send_text(json.dumps({
             "type": "ready", "sample_rate": rate, "window_s": config.window_s, "hop_s": config.hop_s,
-            "threshold": params.threshold, "labels": model.labels, "keywords": model.keywords,
-            "max_duration_s": settings.stream_max_seconds}))
+            "threshold": config.threshold, "keyword_thresholds": dict(config.keyword_thresholds), "vad": use_vad,
+            "labels": model.labels, "keywords": model.keywords, "max_duration_s": settings.stream_max_seconds}))
         closes_at = time.monotonic() + WALL_CLOCK_FACTOR * settings.stream_max_seconds
         while True:
             data = await next_message(state, websocket, closes_at)  # back-pressure: read only once the last one is scored
@@ -241,7 +278,8 @@ async def stream_endpoint(websocket: WebSocket) -> None:
                                    f"the stream reached its {settings.stream_max_seconds:g} s limit")
             if data is None:
                 await websocket.send_text(json.dumps({"type": "end", "duration_s": round(stream.detector.duration_s, 3),
-                                                      "detections": stream.detections}))
+                                                      "detections": stream.detections, "windows": stream.windows_seen,
+                                                      "windows_scored": stream.windows_scored}))
                 await websocket.close(CLOSE_NORMAL)
                 return
     except StreamClosed as closing:

@@ -292,7 +292,8 @@ async function startStream() {
       if (samples) sendFile(socket, samples, Number($("stream-speed").value), session);
     } else if (message.type === "scores") {
       timeline.now = message.t_end;
-      renderBars($("stream-bars"), message.top_k);
+      // speech: false — the VAD heard no speech in this window, so the model did not score it
+      renderBars($("stream-bars"), message.speech === false ? [{ label: "no speech", score: 0 }] : message.top_k);
       renderTimeline();
     } else if (message.type === "detection") {
       timeline.detections.push(message);
