@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from model.speech import speech_extent
+from model.vocabulary import UNKNOWN
 from service.detector import Detection, StreamConfig, StreamDetector, Window, window_features
 from service.inference import KeywordModel
 from service.settings import Settings
@@ -66,7 +67,7 @@ def build_recording(keyword_clips: list[np.ndarray], keyword_words: list[str], d
     background = np.resize(np.roll(noise, -start), length).astype(np.float32)
     background *= rng.uniform(0.003, 0.03) / (np.sqrt(np.mean(background**2)) + 1e-12)
     noise_power = float(np.mean(background**2))
-    items = [(c, w, True) for c, w in zip(keyword_clips, keyword_words)] + [(c, "_unknown_", False) for c in distractors]
+    items = [(c, w, True) for c, w in zip(keyword_clips, keyword_words)] + [(c, UNKNOWN, False) for c in distractors]
     order = rng.permutation(len(items))
     slot = length // len(items)  # one word per slot, placed at random inside it with >= 1 s of gap around
     samples, placed = background.copy(), []

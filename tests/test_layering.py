@@ -100,6 +100,26 @@ def test_the_cycle_check_finds_cycles():
     assert import_cycles({"a": {"b"}, "b": set(), "c": {"a", "b"}}) == []
 
 
+def string_constants(path: Path) -> list[tuple[int, str]]:
+    """(line, text) of every string literal of a file but its docstrings."""
+    tree = ast.parse(path.read_text())
+    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                  if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                  and node.body and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)}
+    return [(node.lineno, node.value) for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings]
+
+
+def test_the_label_names_are_spelled_once():
+    """`_unknown_` and `_silence_` (and so which labels are keywords) are defined in model/vocabulary.py only."""
+    from model.vocabulary import NON_KEYWORDS
+
+    spelt = [f"{path.relative_to(REPO)}:{line}" for package in (*FIRST_PARTY, "benchmarks", "evaluation")
+             for path in (REPO / package).rglob("*.py") if path != REPO / "model" / "vocabulary.py"
+             for line, text in string_constants(path) if any(label in text for label in NON_KEYWORDS)]
+    assert spelt == []
+
+
 def run_isolated(code: str) -> None:
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
 
