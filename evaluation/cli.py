@@ -108,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--fsdd", type=Path, help="FSDD folder (default: next to the config's GSC folder)")
     parser.add_argument("--every", type=int, default=1, help="use every Nth clip of each set (default %(default)s)")
     parser.add_argument("--no-thresholds", action="store_true", help="answer the top label (ignore the keyword thresholds)")
+    parser.add_argument("--no-speech-check", action="store_true",
+                        help="no VAD check of keyword answers (the service with KWS_VERIFY_SPEECH=false)")
     parser.add_argument("--hop", type=float, default=0.25, help="window hop over clips longer than 1 s (the service's)")
     parser.add_argument("--streaming-minutes", type=int, default=60,
                         help="minutes of negative audio for the streaming false alarms (0: no streaming; default %(default)s)")
@@ -134,12 +136,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     threadpool_limits(limits=1, user_api="blas")
     started = time.perf_counter()
-    scorer = Scorer(model, args.hop, thresholds=not args.no_thresholds)
+    scorer = Scorer(model, args.hop, thresholds=not args.no_thresholds, verify_speech=not args.no_speech_check)
     results = run_suite(scorer, data, every=args.every, progress=lambda name: print(f"  {name} ...", file=sys.stderr))
     if args.streaming_minutes > 0:
         results["streaming"] = streaming_results(model, data, args.streaming_minutes, args.seed)
     results["model"] = {"path": str(args.model or SHIPPED_MODEL), "name": model.name, "version": model.version,
                         "thresholds": {} if args.no_thresholds else dict(scorer.rule.thresholds)}
+    results["speech_check"] = {"on": scorer.verify_speech, "keyword_answers_checked": scorer.checked,
+                               "turned_to_silence": scorer.overruled,
+                               "ms_per_check": round(1000 * scorer.vad_seconds / max(1, scorer.checked), 2)}
     results["command"] = " ".join(["kws-robustness", *(sys.argv[1:] if argv is None else argv)])
     results["seconds"] = round(time.perf_counter() - started, 1)
     figures = headline(results)
@@ -152,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"noise-only not a keyword by level (dBFS): {results['noise']['by_level']}")
     print(f"non-speech not a keyword by level (dBFS): {results['sounds']['by_level']}")
     print(f"open set per word: {results['open_set']['per_word']}")
+    print(f"speech check of keyword answers: {results['speech_check']}")
     for name, row in results.get("streaming", {}).items():
         if isinstance(row, dict) and "recall" in row:
             print(f"streaming, {name}: {row['false_alarms_per_hour']} false alarms/hour on {row['negative_hours']} h, "

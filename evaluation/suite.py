@@ -50,13 +50,18 @@ class Answer:
 
 
 class Scorer:
-    """Answers clips as the service does: windows → graph → decision rule (``thresholds=False``: top label)."""
+    """Answers clips as the service does: windows → graph → decision rule (``thresholds=False``: top label) →
+    the VAD's speech check of a keyword answer (``verify_speech``, the service's ``KWS_VERIFY_SPEECH``)."""
 
-    def __init__(self, model, hop_seconds: float, thresholds: bool = True) -> None:
+    def __init__(self, model, hop_seconds: float, thresholds: bool = True, verify_speech: bool = True) -> None:
         self.model = model
         self.hop = hop_seconds
         self.rule = DecisionRule.from_metadata(model.labels, model.metadata if thresholds else {})
         self.keywords = set(model.keywords)
+        self.verify_speech = verify_speech
+        self.checked = 0  # keyword answers the VAD looked at
+        self.overruled = 0  # ... of which it heard no speech in
+        self.vad_seconds = 0.0
 
     def answers(self, clips: Sequence[np.ndarray]) -> list[Answer]:
         windows = [self.model.windows(np.asarray(c, np.float32), self.hop) for c in clips]
@@ -65,10 +70,19 @@ class Scorer:
         scores = np.concatenate([self.model.run(stacked[i : i + BATCH]) for i in range(0, len(stacked), BATCH)]) \
             if len(stacked) else np.zeros((0, len(self.model.labels)))
         result, start = [], 0
-        for count in counts:
+        for clip, count in zip(clips, counts):
             clip_scores = scores[start : start + count]
             start += count
             window, label = self.rule.answer_window(clip_scores)
+            if self.verify_speech and label in self.rule.keyword_indices:
+                import time
+
+                began = time.perf_counter()
+                checked, _ = self.model.speech_check(np.asarray(clip, np.float32), self.hop, window, label)
+                self.vad_seconds += time.perf_counter() - began
+                self.checked += 1
+                self.overruled += checked != label
+                label = checked
             result.append(Answer(self.model.labels[label], float(clip_scores[window, label])))
         return result
 

@@ -11,7 +11,7 @@ import numpy as np
 from loadtest.runner import RunResult
 
 PERCENTILES = {"p50": 50, "p90": 90, "p95": 95, "p99": 99, "p99.9": 99.9}
-STAGES = ("decode", "features", "queue", "inference", "total")
+STAGES = ("decode", "features", "queue", "inference", "vad", "total")
 
 
 def percentiles(values: list[float]) -> dict[str, float | None]:

@@ -57,6 +57,10 @@ class DecisionRule:
         fallback = self._fallback[scores[:, self._fallback].argmax(axis=1)]
         return np.where(rejected, fallback, top)
 
+    @property
+    def keyword_indices(self) -> frozenset[int]:
+        return frozenset(int(i) for i in np.flatnonzero(np.isfinite(self._keyword_thresholds)))
+
     def is_keyword_index(self, indices: np.ndarray) -> np.ndarray:
         return np.isfinite(self._keyword_thresholds[np.asarray(indices)])
 

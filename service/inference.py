@@ -12,7 +12,7 @@ import onnxruntime
 
 from model.decision import DecisionRule
 from model.features import FeatureConfig, fit_to_clip, log_mel
-from model.vocabulary import keywords_of
+from model.vocabulary import SILENCE, keywords_of
 
 STREAM_THRESHOLDS_KEY = "stream_keyword_thresholds"  # written by kws-stream-calibrate
 
@@ -76,18 +76,33 @@ class KeywordModel:
     def version(self) -> str:
         return self.metadata.get("model_version", "unknown")
 
-    def windows(self, samples: np.ndarray, hop_seconds: float) -> np.ndarray:
-        """Features ``(windows, n_mels, frames)`` of a clip: one window, or windows every hop over a longer clip."""
+    def window_audio(self, samples: np.ndarray, hop_seconds: float) -> list[np.ndarray]:
+        """The model windows of a clip: the clip fitted to one window, or windows every hop over a longer clip
+        (the last one ending at the clip's end)."""
         size = self.features.clip_samples
         if len(samples) <= size:
-            clips = [fit_to_clip(samples, self.features)]
-        else:
-            hop = max(1, int(hop_seconds * self.features.sample_rate))
-            starts = list(range(0, len(samples) - size + 1, hop))
-            if starts[-1] != len(samples) - size:
-                starts.append(len(samples) - size)
-            clips = [samples[s : s + size] for s in starts]
-        return log_mel(np.stack(clips), self.features)
+            return [fit_to_clip(samples, self.features)]
+        hop = max(1, int(hop_seconds * self.features.sample_rate))
+        starts = list(range(0, len(samples) - size + 1, hop))
+        if starts[-1] != len(samples) - size:
+            starts.append(len(samples) - size)
+        return [samples[s : s + size] for s in starts]
+
+    def windows(self, samples: np.ndarray, hop_seconds: float) -> np.ndarray:
+        """Features ``(windows, n_mels, frames)`` of a clip's :meth:`window_audio`."""
+        return log_mel(np.stack(self.window_audio(samples, hop_seconds)), self.features)
+
+    def speech_check(self, samples: np.ndarray, hop_seconds: float, window: int, label: int) -> tuple[int, bool | None]:
+        """A keyword answer stands only if the VAD hears speech in its window; else the answer is ``_silence_``.
+        Returns (label, whether speech was heard; None when the answer was no keyword and nothing was checked)."""
+        if label not in self.decision.keyword_indices:
+            return label, None
+        from service.vad import SUPPORTED_RATES, clip_has_speech
+
+        if self.features.sample_rate not in SUPPORTED_RATES:
+            return label, None
+        heard = clip_has_speech(self.window_audio(samples, hop_seconds)[window], self.features.sample_rate)
+        return (label if heard else self.labels.index(SILENCE)), heard
 
     @cached_property
     def keywords(self) -> list[str]:

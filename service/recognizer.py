@@ -21,10 +21,12 @@ from service.state import ServiceState
 
 
 def answer(model: KeywordModel, scores: np.ndarray, top_k: int, hop_seconds: float, audio: DecodedAudio,
-           latency: dict[str, float], cost: Cost | None = None) -> Recognition:
+           latency: dict[str, float], cost: Cost | None = None, decided: tuple[int, int, bool | None] | None = None
+           ) -> Recognition:
     """Per-window scores ``(windows, labels)`` of one clip → the answer: the decision of its answering window
-    (a keyword only when it clears its threshold), with that window's raw top labels."""
-    window, label = model.answer_window(scores)
+    (a keyword only when it clears its threshold and, with ``decided`` (window, label, speech heard) from the
+    speech check, holds speech), with that window's raw top labels."""
+    window, label, speech = decided if decided is not None else (*model.answer_window(scores), None)
     best = scores[window]
     order = np.argsort(best)[::-1][:top_k]
     return Recognition(
@@ -35,8 +37,10 @@ def answer(model: KeywordModel, scores: np.ndarray, top_k: int, hop_seconds: flo
         latency_ms=Latency(**{k: round(v, 3) for k, v in latency.items()}),
         model=ModelRef(name=model.name, version=model.version),
         window_start_s=round(window * hop_seconds, 3) if len(scores) > 1 else 0.0,
+        speech=speech,
         cost=cost,
     )
+
 
 
 async def recognize_bytes(
@@ -67,8 +71,15 @@ async def recognize_bytes(
         admission.hand_over(1)  # from here its windows count, queued
     # Admitted work is served: refusing it now would throw away the decoding it already cost.
     result = await state.batcher.submit(features, shed=False)
+    checked = time.perf_counter()
+    window, label = model.answer_window(result.scores)
+    speech = None
+    if state.settings.verify_speech and label in model.decision.keyword_indices:  # only keyword answers pay for it
+        label, speech = await loop.run_in_executor(state.preprocess, model.speech_check, audio.samples, hop, window, label)
+    decided = (window, label, speech)
     latency = {"decode": 1000 * (decoded - started), "features": 1000 * (featured - decoded), "queue": result.queue_ms,
-               "inference": result.inference_ms, "total": 1000 * (time.perf_counter() - started)}
+               "inference": result.inference_ms, "vad": 1000 * (time.perf_counter() - checked),
+               "total": 1000 * (time.perf_counter() - started)}
     cost = None
     if len(result.outputs) > 1:  # spike_counts: every window the clip was scored on
         spent = model.cost(result.outputs[1])
@@ -77,4 +88,4 @@ async def recognize_bytes(
         state.stats.record_latency(latency)
         if cost is not None:
             state.stats.record_cost(cost.spikes_per_layer, cost.synaptic_events)
-    return answer(model, result.scores, top_k, hop, audio, latency, cost)
+    return answer(model, result.scores, top_k, hop, audio, latency, cost, decided)

@@ -26,6 +26,7 @@ class Latency(BaseModel):
     features: float
     queue: float
     inference: float
+    vad: float = Field(0.0, description="the speech check of a keyword answer (0 when none ran)")
     total: float
 
 
@@ -54,6 +55,9 @@ class Recognition(BaseModel):
     latency_ms: Latency
     model: ModelRef
     window_start_s: float = Field(0.0, description="start of the scored window (clips longer than one window)")
+    speech: bool | None = Field(None, description="whether the VAD heard speech in the answering window: checked for "
+                                                  "keyword answers (KWS_VERIFY_SPEECH); a keyword without speech is "
+                                                  "answered _silence_ with speech false; null when nothing was checked")
     cost: Cost | None = Field(None, description="spikes and synaptic events of the windows scored "
                                                 "(null for a graph without the spike_counts output)")
 

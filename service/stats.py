@@ -17,7 +17,7 @@ import numpy as np
 from prometheus_client import CollectorRegistry, Gauge, Histogram, generate_latest
 from prometheus_client import Counter as PrometheusCounter
 
-STAGES = ("decode", "features", "queue", "inference", "total")
+STAGES = ("decode", "features", "queue", "inference", "vad", "total")
 LATENCY_BUCKETS_MS = (0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 RECENT = 10_000  # latencies kept per stage for percentiles

@@ -90,7 +90,7 @@ def test_sweep_writes_table_json_and_plot(server, tmp_path):
     assert report["at_fractions"][0]["offered_rps"] == pytest.approx(0.5 * report["saturation"]["throughput_rps"])
     for run in report["runs"]:
         assert run["status_counts"] == {"200": run["requests"]}
-        assert set(run["server_latency_ms"]) == {"decode", "features", "queue", "inference", "total"}
+        assert set(run["server_latency_ms"]) == {"decode", "features", "queue", "inference", "vad", "total"}
         assert run["latency_ms"]["p50"] <= run["latency_ms"]["p99"] <= run["latency_ms"]["max"]
     assert (tmp_path / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "saturation:" in result.stdout and "p99.9" in result.stdout and "inference" in result.stdout

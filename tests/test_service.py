@@ -83,7 +83,7 @@ def test_recognize_response_contract(client):
     scores = [item["score"] for item in body["top_k"]]
     assert scores == sorted(scores, reverse=True) and 0 < sum(scores) <= 1.0 + 1e-5
     assert body["audio"] == {"duration_s": 1.0, "sample_rate": 16000, "channels": 1, "format": "wav"}
-    assert set(body["latency_ms"]) == {"decode", "features", "queue", "inference", "total"}
+    assert set(body["latency_ms"]) == {"decode", "features", "queue", "inference", "vad", "total"}
     assert body["latency_ms"]["total"] >= body["latency_ms"]["inference"] > 0
     assert body["model"]["name"] == "kws10"
     assert response.headers["x-request-id"]

@@ -159,7 +159,7 @@ def test_uploaded_clip_shows_the_label_scores_and_latency(browser, server, keywo
     bars = browser.find_elements(By.CSS_SELECTOR, "#result-bars li")
     assert len(bars) == 5 and bars[0].get_attribute("data-label") == KEYWORD
     stages = [cell.text for cell in browser.find_elements(By.CSS_SELECTOR, "#latency th")]
-    assert stages == ["decode", "features", "queue", "inference", "total"]
+    assert stages == ["decode", "features", "queue", "inference", "vad", "total"]
 
 
 @pytest.mark.browser
