@@ -328,3 +328,22 @@ def test_label_is_the_thresholded_decision_and_top_k_keeps_the_raw_scores(data_d
         assert strict["label"] in ("_unknown_", "_silence_")
         assert strict["score"] == next(s["score"] for s in strict["top_k"] if s["label"] == strict["label"])
     assert open_["label"] == open_["top_k"][0]["label"]
+
+
+@pytest.mark.data
+def test_a_keyword_answer_needs_speech_in_its_window(data_dir, client):
+    from service.inference import KeywordModel
+    from service.settings import SHIPPED_MODEL
+
+    model = KeywordModel.load(SHIPPED_MODEL)
+    yes, silence = model.labels.index("yes"), model.labels.index("_silence_")
+    spoken = soundfile.read(next((data_dir / "gsc" / "yes").glob("*.flac")), dtype="float32")[0]
+    noise = (0.05 * np.random.default_rng(0).standard_normal(16000)).astype(np.float32)
+    assert model.speech_check(spoken, 0.25, 0, yes) == (yes, True)
+    assert model.speech_check(noise, 0.25, 0, yes) == (silence, False)  # "yes" on noise alone does not stand
+    assert model.speech_check(noise, 0.25, 0, model.labels.index("_unknown_"))[1] is None  # nothing to check
+    body = client.post("/v1/recognize", files={"file": ("yes.wav", wav_bytes(spoken), "audio/wav")}).json()
+    if body["label"] == "yes":
+        assert body["speech"] is True and body["latency_ms"]["vad"] > 0
+    tone_body = client.post("/v1/recognize", files={"file": ("tone.wav", wav_bytes(tone()[:, 0]), "audio/wav")}).json()
+    assert tone_body["label"] in ("_unknown_", "_silence_")  # a tone is never a keyword: the VAD hears no speech
