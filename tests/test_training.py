@@ -257,3 +257,16 @@ def test_init_from_starts_at_the_given_weights(shd_root, tmp_path):
     for a, b in zip(first.model.delay_layers(), second.model.delay_layers()):
         assert torch.equal(a.synaptic_weight, b.synaptic_weight) and torch.equal(a.integer_delays(), b.integer_delays())
     assert second.training["init_from"].endswith("best.pt")
+
+
+def test_prefetched_batches_come_in_order_and_equal_the_direct_ones():
+    import numpy as np
+
+    from training.trainer import prefetched
+
+    batches = [np.arange(i, i + 3) for i in range(0, 30, 3)]
+    direct_rng, prefetch_rng = np.random.default_rng(5), np.random.default_rng(5)
+    direct = [b * 10 + direct_rng.random() for b in batches]
+    fetched = list(prefetched(batches, lambda b: b * 10 + prefetch_rng.random()))
+    assert len(fetched) == len(batches) and all(np.array_equal(a, b) for a, b in zip(direct, fetched))
+    assert list(prefetched([], lambda b: b)) == []

@@ -193,6 +193,23 @@ def add_lists(a: list[float], b: list[float]) -> list[float]:
     return [x + y for x, y in zip_longest(a, b, fillvalue=0.0)]
 
 
+def prefetched(batches: list, prepare):
+    """``prepare(batch)`` for each batch, the next one made on a worker thread while the caller trains on this
+    one (augmentation and features are numpy, mostly outside the GIL). One worker, in order: the augmentation
+    generator is drawn exactly as without prefetching, so a run stays reproducible from its seed."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    if not batches:
+        return
+    with ThreadPoolExecutor(1, thread_name_prefix="prefetch") as pool:
+        pending = pool.submit(prepare, batches[0])
+        for following in batches[1:]:
+            ready = pending.result()
+            pending = pool.submit(prepare, following)
+            yield ready
+        yield pending.result()
+
+
 def train_epoch(run: Run, epoch: int, progress: bool = False) -> EpochStats:
     """One pass over the training set: forward, backward, both optimisers and schedules, position clamping.
 
@@ -214,9 +231,14 @@ def train_epoch(run: Run, epoch: int, progress: bool = False) -> EpochStats:
 
         bar = tqdm(total=len(batches), desc=f"epoch {epoch + 1}/{train_cfg.epochs}", leave=False, unit="batch")
     stats = EpochStats()
-    for batch in batches:
-        inputs = torch.from_numpy(run.dataset.train.batch_inputs(batch, augment_rng, run.config.augment)).to(run.device)
-        targets = torch.from_numpy(run.dataset.train.batch_labels(batch)).to(run.device)
+    clips = run.dataset.train
+
+    def prepare(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return clips.batch_inputs(batch, augment_rng, run.config.augment), clips.batch_labels(batch)
+
+    for batch, (batch_inputs, batch_targets) in zip(batches, prefetched(batches, prepare)):
+        inputs = torch.from_numpy(batch_inputs).to(run.device)
+        targets = torch.from_numpy(batch_targets).to(run.device)
         with run.autocast():
             output = run.network(inputs)
         loss = readout_loss(output.potentials.float(), targets)
