@@ -211,7 +211,7 @@ def run_suite(scorer: Scorer, data: Data, every: int = 1, progress=lambda name: 
 
     # other non-speech: sounds of kinds training never had
     progress("sounds")
-    sounds = {name: [make(length, rate, rng) for _ in range(12)] for name, make in SOUNDS.items()}
+    sounds = {name: [make(length, rate, rng) for _ in range(30)] for name, make in SOUNDS.items()}
     results["sounds"] = _sweep_rejection(scorer, sounds, SOUND_LEVELS_DBFS)
 
     if data.fsdd is not None and (data.fsdd / "manifest.csv").exists():
