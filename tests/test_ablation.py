@@ -69,7 +69,7 @@ def test_a_study_pairs_seeds_writes_its_sections_summary_and_figures(tmp_path):
         learned_run(Path(f"{runs}-slow") / f"learned-seed{seed}", seed, random, shift=0.0)  # = random: a tie
     page = tmp_path / "docs" / "ablation.md"
     page.parent.mkdir()
-    markers = "".join(f"<!-- ablation:t-{n} -->\nold\n<!-- /ablation:t-{n} -->\n\n" for n in ("summary", "base", "slow"))
+    markers = "".join(f"<!-- ablation:t-{n} -->\nold\n<!-- /ablation:t-{n} -->\n\n" for n in ("summary", "base", "slow", "later"))
     page.write_text("# Ablation\n\n" + markers + "tail stays\n")
     study = tmp_path / "study.toml"
     study.write_text(f"""
@@ -90,6 +90,10 @@ modes = ["learned"]
 seeds = [0, 1, 2]
 paired_with = "base"
 set = ["train.lr_positions_scale=1.0"]
+[[regime]]
+name = "later"
+about = "not trained yet"
+seeds = [0, 1, 2]
 """)
     assert main(["--study", str(study), "--collect-only"]) == 0
     text = page.read_text()
@@ -110,6 +114,8 @@ set = ["train.lr_positions_scale=1.0"]
            "**learned better** (> 2 std) | 0.50 / 0.50 / 0.50 |" in summary
     assert "| [slow](ablation.md#slow) |" in summary and "| within 2 std | 0.00 / 0.00 / 0.00 |" in summary
     assert (tmp_path / "docs" / "figures" / "t-summary.png").stat().st_size > 10_000
+    later = re.search(r"<!-- ablation:t-later -->\n(.*?)<!-- /ablation:t-later -->", text, re.S).group(1)
+    assert "**Not run**" in later and f"--study {study} --only later" in later and "[later]" not in summary
 
 
 def test_the_repository_study_parses_and_every_regime_has_its_section():

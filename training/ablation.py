@@ -91,6 +91,7 @@ class Study:
     figures: Path
     overrides: tuple[str, ...] = ()
     regimes: tuple[Regime, ...] = field(default_factory=tuple)
+    source: Path = Path("study.toml")  # the study file itself
 
     def regime_dir(self, regime: Regime) -> Path:
         return Path(f"{self.out}-{regime.name}")
@@ -115,7 +116,7 @@ def load_study(path: Path) -> Study:
         regimes.append(Regime(entry["name"], entry.get("about", ""), modes, tuple(entry.get("seeds", (0, 1, 2))),
                               tuple(entry.get("set", ())), entry.get("paired_with")))
     study = Study(values["name"], Path(values["config"]), values["out"], tuple(Path(d) for d in values["docs"]),
-                  Path(values["figures"]), tuple(values.get("set", ())), tuple(regimes))
+                  Path(values["figures"]), tuple(values.get("set", ())), tuple(regimes), path)
     for regime in study.regimes:
         if regime.paired_with is not None:
             study.regime(regime.paired_with)
@@ -153,6 +154,8 @@ def report_study(study: Study) -> None:
         results = regime_results(study, regime)
         if not results:
             print(f"{study.name}-{regime.name}: no finished runs yet", flush=True)
+            for doc in study.docs:
+                write_if_marked(doc, f"{study.name}-{regime.name}", not_run(study, regime))
             continue
         pairs, random = regime_pairs(study, regime, results)
         figure = study.figures / f"{study.name}-{regime.name}.png"
@@ -179,6 +182,12 @@ def report_study(study: Study) -> None:
     if not written:
         raise SystemExit(f"none of {[str(d) for d in study.docs]} has <!-- ablation:{study.name}-summary --> markers")
     print(text)
+
+
+def not_run(study: Study, regime: Regime) -> str:
+    return (f"{regime.about}\n\n**Not run**: no finished run in `{study.regime_dir(regime)}/` yet. "
+            f"`kws-ablation --study {study.source} --only {regime.name}` trains it "
+            f"({len(regime.modes)} variant(s) × {len(regime.seeds)} seeds).\n")
 
 
 def summary_row(regime: Regime, results: list[RunResult], pairs: Paired) -> dict:
