@@ -22,10 +22,18 @@ class ModelLoadError(RuntimeError):
 
 
 def open_session(path: Path, intra_op_threads: int, inter_op_threads: int) -> onnxruntime.InferenceSession:
-    """The one place the service creates an onnxruntime session (its options are chosen here)."""
+    """The one place the service creates an onnxruntime session (its options are chosen here).
+
+    The intra-op threads do not spin: onnxruntime's default keeps them busy-waiting for the next op after
+    each one and after every run, which on 2 cores takes the CPU from the event loop, the preprocessing
+    threads and any neighbour (and from a pod's CPU quota). ``python -m benchmarks.threads --served``: on a
+    quiet machine it costs 0.25 ms of inference at concurrency 1 and gives 6 % more throughput at
+    saturation; next to a busy neighbour, spinning made the same graph 4x slower (docs/results.md)."""
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = intra_op_threads
     options.inter_op_num_threads = inter_op_threads
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
     return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
