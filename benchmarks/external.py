@@ -78,14 +78,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--clips", type=Path, default=REPO.parent / "shared" / "data" / "gsc" / "yes")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="a kws-serve setting (KWS_NAME), e.g. verify_speech=false")
     parser.add_argument("--json", type=Path, default=RESULTS / "external.json")
     args = parser.parse_args(argv)
+    settings = dict(item.split("=", 1) for item in args.set)
     missing = [tool for tool in ("hey", "wrk") if shutil.which(tool) is None]
     if missing:
         parser.error(f"{' and '.join(missing)} not found (Debian packages hey, wrk)")
     clips = sorted(args.clips.glob("*.flac")) if args.clips.is_dir() else []
     rows = []
-    with tempfile.TemporaryDirectory() as folder, kws_serve("--workers", str(args.workers)) as server:
+    with tempfile.TemporaryDirectory() as folder, kws_serve("--workers", str(args.workers), **settings) as server:
         body = Path(folder) / "body.bin"
         body.write_bytes(multipart_body(clips[0] if clips else None))
         url = f"{server.base}/v1/recognize"
@@ -97,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"p50 {rows[-1]['p50_ms']:.1f} ms, p99 {rows[-1]['p99_ms']:.1f} ms, "
                       f"{rows[-1]['errors']} errors", flush=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"workers": args.workers, "clip": clips[0].name if clips else "generated",
+    args.json.write_text(json.dumps({"workers": args.workers, "settings": settings, "clip": clips[0].name if clips else "generated",
                                      "seconds": args.seconds, "rows": rows}, indent=1))
     return 0
 

@@ -124,11 +124,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clips", type=Path, default=REPO.parent / "shared" / "data" / "gsc")
     parser.add_argument("--requests", type=int, default=400, help="in-process pipeline: clips to time")
     parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per HTTP setting")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="a kws-serve setting (KWS_NAME), e.g. verify_speech=false (the in-process pipeline has no VAD check)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
+    settings = dict(item.split("=", 1) for item in args.set)
     clips = load_clips(args.clips if args.clips.exists() else None, 64)
     rows = [in_process(clips, args.model, args.requests)]
-    with kws_serve("--model", str(args.model)) as server:
+    with kws_serve("--model", str(args.model), **settings) as server:
         for concurrency in (1, 4, 16):
             throughput, latencies, errors = closed_loop(server.base, clips, concurrency, args.seconds)
             rows.append(summary("kws-serve (ONNX, micro-batching)", concurrency, throughput, latencies, errors))

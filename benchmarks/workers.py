@@ -4,7 +4,8 @@
 
 For each worker count: starts ``kws-serve --workers N`` (the machine's threads split between the workers'
 ONNX sessions), runs ``kws-loadtest --sweep RATES`` against it, which finds the saturation throughput and then
-measures p99 at 50 % and 90 % of it, and writes benchmarks/results/loadtest-<N>-worker(s).{json,png}.
+measures p99 at 50 % and 90 % of it, and writes benchmarks/results/loadtest-<N>-worker(s).{json,png}
+(with ``--set NAME=VALUE``: loadtest-<N>-worker(s)-NAME=VALUE.{json,png}, the default-settings files kept).
 The load generator runs on the same machine and takes CPU from the server: the figures are a lower bound.
 """
 
@@ -32,13 +33,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="ONNX threads in total, split between workers (default: the CPU count, %(default)s)")
     parser.add_argument("--clips", type=Path, default=REPO.parent / "shared" / "data" / "gsc" / "yes",
                         help="audio to send (default ../shared/data/gsc/yes; generated clips if absent)")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="a kws-serve setting (KWS_NAME), e.g. verify_speech=false")
     args = parser.parse_args(argv)
+    settings = dict(item.split("=", 1) for item in args.set)
     RESULTS.mkdir(parents=True, exist_ok=True)
     summary = []
     for workers in [int(w) for w in args.workers.split(",")]:
         threads = max(1, args.threads // workers)
-        name = f"loadtest-{workers}-worker{'s' if workers > 1 else ''}"
-        with kws_serve("--workers", str(workers), intra_op_threads=str(threads)) as server:
+        name = f"loadtest-{workers}-worker{'s' if workers > 1 else ''}" + "".join(f"-{k}={v}" for k, v in sorted(settings.items()))
+        with kws_serve("--workers", str(workers), **{"intra_op_threads": str(threads), **settings}) as server:
             command = [sys.executable, "-m", "loadtest.cli", "--url", server.base, "--sweep", args.rates,
                        "--duration", str(args.duration), "--json", str(RESULTS / f"{name}.json"),
                        "--plot", str(RESULTS / f"{name}.png")]
@@ -55,6 +59,10 @@ def main(argv: list[str] | None = None) -> int:
     for row in summary:
         print(f"{row['workers']:>8}{row['saturation_rps'] or float('nan'):>18.1f}"
               f"{row.get('p99_at_50pct_ms') or float('nan'):>10.1f}ms{row.get('p99_at_90pct_ms') or float('nan'):>10.1f}ms")
+    if settings:  # a run with other settings leaves the default-settings summary alone
+        (RESULTS / f"loadtest-workers{''.join(f'-{k}={v}' for k, v in sorted(settings.items()))}.json").write_text(
+            json.dumps(summary, indent=1))
+        return 0
     summary_path = RESULTS / "loadtest-workers.json"  # rows of other worker counts from earlier runs are kept
     earlier = json.loads(summary_path.read_text()) if summary_path.exists() else []
     measured = {row["workers"] for row in summary}
