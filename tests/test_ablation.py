@@ -202,3 +202,20 @@ def test_collect_skips_unfinished_runs(tmp_path):
     fake_run(tmp_path / "random-seed0", "random", 0, 0.9)
     (tmp_path / "learned-seed0").mkdir()  # started, not finished: no summary.json
     assert [(r.mode, r.seed) for r in collect(tmp_path, ["random", "learned"], [0, 1])] == [("random", 0)]
+
+
+def test_the_shuffled_control_moves_the_learned_delays_by_the_learned_amounts_elsewhere():
+    from training.ablation_report import shuffled_moves
+
+    config = ModelConfig(**{**SMALL.to_dict(), "max_delay": 41, "delay_init_spread": 0.5, "fan_in": 3})
+    start, trained = DelaySNN(config), DelaySNN(config)
+    with torch.no_grad():
+        for layer in trained.delay_layers():
+            layer.dcls.P.add_(torch.linspace(-2.0, 2.0, layer.dcls.P.numel()).reshape(layer.dcls.P.shape))
+    for layer, start_layer, moved in zip(trained.delay_layers(), start.delay_layers(), shuffled_moves(trained, start)):
+        existing = layer.mask.bool().unsqueeze(-1)
+        learned_moves = (layer.dcls.P[0] - start_layer.dcls.P[0])[existing].sort().values
+        control_moves = (moved[0] - layer.dcls.P[0])[existing].sort().values
+        torch.testing.assert_close(control_moves, learned_moves)  # the same moves (no clamping at D = 41)...
+        assert not torch.equal((moved[0] - layer.dcls.P[0])[existing], (layer.dcls.P[0] - start_layer.dcls.P[0])[existing])
+        assert torch.equal(moved[0][~existing.expand_as(moved[0])], layer.dcls.P[0][~existing.expand_as(moved[0])])
