@@ -205,7 +205,7 @@ def test_collect_skips_unfinished_runs(tmp_path):
 
 
 def test_the_shuffled_control_moves_the_learned_delays_by_the_learned_amounts_elsewhere():
-    from training.ablation_report import shuffled_moves
+    from training.ablation_diagnostics import shuffled_moves
 
     config = ModelConfig(**{**SMALL.to_dict(), "max_delay": 41, "delay_init_spread": 0.5, "fan_in": 3})
     start, trained = DelaySNN(config), DelaySNN(config)
@@ -219,3 +219,15 @@ def test_the_shuffled_control_moves_the_learned_delays_by_the_learned_amounts_el
         torch.testing.assert_close(control_moves, learned_moves)  # the same moves (no clamping at D = 41)...
         assert not torch.equal((moved[0] - layer.dcls.P[0])[existing], (layer.dcls.P[0] - start_layer.dcls.P[0])[existing])
         assert torch.equal(moved[0][~existing.expand_as(moved[0])], layer.dcls.P[0][~existing.expand_as(moved[0])])
+
+
+def test_diagnose_reports_one_checkpoint_and_writes_it_into_a_page(tmp_path, capsys):
+    learned_run(tmp_path / "run", 0, 0.9, shift=1.0)
+    page = tmp_path / "page.md"
+    page.write_text("<!-- ablation:one -->\n<!-- /ablation:one -->\n")
+    assert main(["--diagnose", str(tmp_path / "run" / "best.pt"), "--doc", str(page), "--name", "one"]) == 0
+    text = page.read_text()
+    assert "(no test split)" in text and "| hidden 1 | 30 | 1.00 ± 0.00 |" in text  # stored without a data config
+    assert "0.100 ± 0.000 → 0.025 ± 0.000" in text  # the run's metrics.json beside the checkpoint
+    with pytest.raises(ValueError, match="only data.KEY=VALUE"):
+        main(["--diagnose", str(tmp_path / "run" / "best.pt"), "--set", "train.epochs=3"])

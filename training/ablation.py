@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from training.ablation_report import (
-    MODES, Paired, RunResult, collect, format_mean_std, mean_std, paired, regime_report, run_folder,
+    MODES, Paired, RunResult, collect, diagnostics_table, format_mean_std, mean_std, paired, regime_report, run_folder,
 )
 from training.config import load_config
 
@@ -226,6 +226,24 @@ def summary_table(lines: list[str]) -> str:
     return "\n".join(header + lines) + "\n"
 
 
+def diagnose(checkpoint_path: Path, data_overrides: list[str] = ()) -> str:
+    """``kws-ablation --diagnose``: the diagnostics table of one learned-delay checkpoint (e.g. the shipped model)."""
+    import torch
+
+    from model.checkpoint import load_checkpoint
+    from training.ablation_diagnostics import load_diagnostics, test_clips
+    from training.evaluation import evaluate
+
+    checkpoint = load_checkpoint(checkpoint_path)
+    test = test_clips(checkpoint, data_overrides)
+    summary = ({"test": {"accuracy": evaluate(checkpoint.model, test, 256, True, torch.device("cpu")).accuracy}}
+               if test is not None else {})
+    result = RunResult("learned", checkpoint.model.config.structure_seed, summary, checkpoint_path.parent,
+                       load_diagnostics(checkpoint_path, data_overrides))
+    clips = f"{len(test)} test clips" if test is not None else "no test split"
+    return f"**{checkpoint_path}** ({clips})\n\n" + diagnostics_table([result])
+
+
 # -- the command --------------------------------------------------------------------------------
 
 
@@ -239,6 +257,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--study", type=Path, help="a study file (configs/ablation/*.toml): every regime it lists")
     parser.add_argument("--only", nargs="+", metavar="REGIME", help="with --study: these regimes only")
+    parser.add_argument("--diagnose", type=Path, metavar="CHECKPOINT",
+                        help="the diagnostics of one learned-delay checkpoint on its test split (--set data.KEY=VALUE "
+                             "changes the stored data config; with --doc and --name, written there)")
     parser.add_argument("--config", type=Path, help="base experiment (TOML), one regime")
     parser.add_argument("--out", type=Path, help="folder for the runs and table.md")
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
@@ -252,6 +273,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.study:
         run_study(load_study(args.study), args.only, args.collect_only)
+        return 0
+    if args.diagnose:
+        text = diagnose(args.diagnose, args.overrides)
+        print(text)
+        if args.doc:
+            write_into_doc(args.doc, args.name or args.diagnose.stem, text)
         return 0
     if not (args.config and args.out):
         parser.error("give --study FILE, or --config and --out")

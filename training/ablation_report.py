@@ -13,14 +13,12 @@ two standard deviations of them above zero (over at least three seeds); the tabl
 
 from __future__ import annotations
 
-import copy
-import functools
 import json
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from training.delay_diagnostics import LayerMovement, learned_layers
+from training.ablation_diagnostics import Diagnostics, load_diagnostics
 
 MODES = ("none", "random", "learned")
 MODE_NAMES = {"none": "no delays", "random": "fixed random delays", "learned": "learned delays (DCLS)"}
@@ -29,26 +27,6 @@ MIN_SEEDS = 3  # fewer paired seeds than this: no verdict
 
 def run_folder(mode: str, seed: int) -> str:
     return f"{mode}-seed{seed}"
-
-
-@dataclass
-class Diagnostics:
-    """A learned-delay run: the moves of its shipped delays, and its per-epoch position figures."""
-
-    layers: list[LayerMovement]
-    initial: list  # per layer, the initial real-valued delays (numpy)
-    final: list  # per layer, the shipped (best epoch) real-valued delays
-    history: list[dict]  # metrics.json rows
-    # Test accuracy of the shipped network with its learned delays put back to the initial ones (weights kept):
-    # how much the trained network depends on where its delays moved. None when the test split is absent.
-    test_with_initial_delays: float | None = None
-    # The control: the learned delays moved by the same amounts, in random places (each layer's moves
-    # shuffled among its synapses): how much any move of that size costs.
-    test_with_shuffled_moves: float | None = None
-
-    @property
-    def layer_names(self) -> list[str]:
-        return [layer.layer for layer in self.layers]
 
 
 @dataclass
@@ -69,76 +47,8 @@ def load_run(run_dir: Path, mode: str, seed: int, diagnostics: bool = True) -> R
         return None
     result = RunResult(mode, seed, json.loads(summary_file.read_text()), run_dir)
     if diagnostics and mode == "learned" and (run_dir / "best.pt").exists():
-        result.diagnostics = load_diagnostics(run_dir)
+        result.diagnostics = load_diagnostics(run_dir / "best.pt")
     return result
-
-
-def load_diagnostics(run_dir: Path) -> Diagnostics:
-    from model.checkpoint import load_checkpoint
-    from model.network import DelaySNN
-    from training.delay_diagnostics import movement
-
-    checkpoint = load_checkpoint(run_dir / "best.pt")
-    trained = checkpoint.model
-    initial = DelaySNN(trained.config)  # structure_seed draws the initial positions: the run's start
-    layers, pairs = movement(trained, initial)
-    metrics = run_dir / "metrics.json"
-    history = json.loads(metrics.read_text()) if metrics.exists() else []
-    reset = shuffled = None
-    if "config" in checkpoint.training:
-        test = test_split_of(checkpoint.training["config"])
-        if test is not None:
-            reset = accuracy_with_positions(trained, [layer.dcls.P for layer in learned_layers(initial)], test)
-            shuffled = accuracy_with_positions(trained, shuffled_moves(trained, initial), test)
-    return Diagnostics(layers, [p[0] for p in pairs], [p[1] for p in pairs], history, reset, shuffled)
-
-
-def test_split_of(config: dict):
-    """The test clips of a run's data (``training.config`` of its checkpoint); None without a test split."""
-    return _test_split(json.dumps({"data": config["data"], "features": config["features"]}, sort_keys=True))
-
-
-@functools.lru_cache(maxsize=2)  # a study's runs share one data set: its features are computed once
-def _test_split(data_and_features: str):
-    from model.features import FeatureConfig
-    from training.config import DataConfig
-    from training.datasets import DatasetMissingError, load_dataset
-
-    values = json.loads(data_and_features)
-    try:
-        dataset = load_dataset(DataConfig(**values["data"]), FeatureConfig.from_dict(values["features"]), seed=0)
-    except DatasetMissingError:
-        return None
-    return dataset.test if dataset.test is not None and len(dataset.test) else None
-
-
-def shuffled_moves(trained, initial, seed: int = 0) -> list:
-    """Per learned layer, positions ``p_learned + shuffled(p_learned - p_initial)``: moves of the sizes
-    learning made, put on other synapses (existing ones only), clamped to the kernel."""
-    import torch
-
-    generator = torch.Generator().manual_seed(seed)
-    positions = []
-    for layer, start in zip(learned_layers(trained), learned_layers(initial)):
-        existing = layer.mask.bool().unsqueeze(-1).expand(-1, -1, layer.kernel_count)
-        moves = (layer.dcls.P[0] - start.dcls.P[0]).detach()[existing]
-        moved = layer.dcls.P[0].detach().clone()
-        moved[existing] += moves[torch.randperm(len(moves), generator=generator)]
-        positions.append(moved.clamp(-layer.position_limit, layer.position_limit).unsqueeze(0))
-    return positions
-
-
-def accuracy_with_positions(trained, positions: list, clips) -> float:
-    """Test accuracy (rounded delays) of ``trained`` with its learned layers' positions replaced, weights kept."""
-    import torch
-
-    from training.evaluation import evaluate
-
-    changed = copy.deepcopy(trained)
-    with torch.no_grad():
-        for layer, new in zip(learned_layers(changed), positions):
-            layer.dcls.P.copy_(new)
-    return evaluate(changed, clips, 256, True, torch.device("cpu")).accuracy
 
 
 def collect(out: Path, modes: list[str], seeds: list[int], diagnostics: bool = True) -> list[RunResult]:
