@@ -1,6 +1,6 @@
 """Where the speech is in a clip: the span of 20-ms frames within 25 dB of the loudest one.
 
-Pure numpy. ``benchmarks/detection.py`` places words in long recordings by it, and the streaming tests
+Pure numpy. ``evaluation/streaming.py`` places words in long recordings by it, and the streaming tests
 check that a detection covers the word it reports.
 """
 

@@ -1,7 +1,7 @@
 """Streaming keyword detection, pure: samples in, 1-s windows out; window scores in, detection events out.
 
 No I/O, no FastAPI, no settings: ``WS /v1/stream`` (service/routes/stream.py) and
-``benchmarks/detection.py`` run the same code. :class:`StreamDetector` cuts the incoming samples into
+``evaluation/streaming.py`` (kws-robustness) run the same code. :class:`StreamDetector` cuts the incoming samples into
 windows every hop; its :class:`ScoreSmoother` turns the model's per-window score vectors into detection
 events (moving average over a few hops, a threshold only keyword labels can cross, one event per
 utterance, a refractory period after each). The defaults of :class:`StreamConfig` are the service's
@@ -28,7 +28,7 @@ class StreamConfig:
     window_s: float = 1.0
     hop_s: float = 0.2
     smoothing_hops: int = 3
-    threshold: float = 0.13  # the one benchmarks/detection.py chose; keywords without their own use it
+    threshold: float = 0.13  # for raw (uncalibrated) scores; keywords without a threshold of their own use it
     refractory_s: float = 0.5
     # keyword -> threshold of its smoothed score (the model's stream_keyword_thresholds metadata)
     keyword_thresholds: Mapping[str, float] = field(default_factory=dict)

@@ -57,7 +57,7 @@ class Recognition(BaseModel):
     window_start_s: float = Field(0.0, description="start of the scored window (clips longer than one window)")
     speech: bool | None = Field(None, description="whether the VAD heard speech in the answering window: checked for "
                                                   "keyword answers (KWS_VERIFY_SPEECH); a keyword without speech is "
-                                                  "answered _silence_ with speech false; null when nothing was checked")
+                                                  "answered with the silence label and speech false; null when nothing was checked")
     cost: Cost | None = Field(None, description="spikes and synaptic events of the windows scored "
                                                 "(null for a graph without the spike_counts output)")
 

@@ -27,7 +27,7 @@ class Settings(BaseSettings):
     max_audio_seconds: float = Field(10.0, gt=0)
     window_hop_seconds: float = Field(0.25, gt=0, description="hop between model windows over clips longer than one window")
     verify_speech: bool = Field(True, description="a keyword answer needs speech in its window (Silero VAD, "
-                                                  "service/vad.py); without, the answer is _silence_")
+                                                  "service/vad.py); without, the answer is the silence label")
     max_channels: int = Field(8, ge=1)
     body_read_timeout_seconds: float = Field(
         30.0, gt=0, description="a request body must arrive within this long (slow-loris uploads get 408)")

@@ -132,7 +132,7 @@ def test_running_the_app_loads_neither_torch_nor_training():
 
 
 def test_the_stream_detector_imports_without_the_web_stack():
-    """benchmarks/detection.py runs service/detector.py offline: no FastAPI, Starlette or pydantic(-settings)."""
+    """kws-robustness runs service/detector.py offline: no FastAPI, Starlette or pydantic(-settings)."""
     run_isolated("import sys; import service.detector\n"
                  "bad = [m for m in sys.modules if m.split('.')[0] in ('fastapi', 'starlette', 'pydantic', "
                  "'pydantic_settings', 'onnxruntime', 'torch')]\n"
