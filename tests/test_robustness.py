@@ -77,6 +77,7 @@ def test_suite_reports_every_set_and_thresholds_reject_keywords(tmp_path, kws10_
     rejected = json.loads(strict.read_text())
     # thresholds above any score: nothing is ever accepted as a keyword
     assert rejected["open_set"]["false_accepts"] == 0 and rejected["other_words"]["false_accepts"] == 0
+    assert rejected["open_set"]["word_mean_false_accepts"] == 0 and rejected["open_set"]["clips_per_word"] == {"happy": 3}
     assert rejected["sounds"]["worst_level"] == 1.0 and rejected["noise"]["worst_level"] == 1.0
     assert rejected["validation"]["keyword_recall"] == 0
     assert rejected["model"]["thresholds"]["yes"] == pytest.approx(1.01)
