@@ -25,18 +25,20 @@ at keyword recall >= 0.85.
 """
 
 def streaming_results(model, data, minutes: int, seed: int) -> dict:
-    """The service's detector as configured (per-keyword thresholds of the model, VAD on), and what each of
-    the two does: without the VAD, and with one common threshold instead of the model's."""
+    """The service's detector as configured (per-keyword thresholds of the model, the VAD as KWS_STREAM_VAD
+    defaults), and what each of the two does: the other VAD setting, and one common threshold instead."""
     from dataclasses import replace
 
     from evaluation.streaming import build_recordings, report, stream_config
 
-    config = stream_config(model)
+    from service.settings import Settings
+
+    config, vad = stream_config(model), Settings().stream_vad
     negative, keyword = build_recordings(data, model, "report", minutes, max(6, minutes // 5), seed)
-    results = {"service": report(model, config, negative, keyword, vad=True),
-               "without_vad": report(model, config, negative, keyword, vad=False)}
+    results = {"service": report(model, config, negative, keyword, vad=vad),
+               "without_vad" if vad else "with_vad": report(model, config, negative, keyword, vad=not vad)}
     if config.keyword_thresholds:
-        results["common_threshold"] = report(model, replace(config, keyword_thresholds={}), negative, keyword, vad=True)
+        results["common_threshold"] = report(model, replace(config, keyword_thresholds={}), negative, keyword, vad=vad)
         results["thresholds"] = dict(config.keyword_thresholds)
     results["common_threshold_value"] = config.threshold
     return results

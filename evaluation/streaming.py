@@ -221,7 +221,7 @@ def hours(recordings: Sequence[Recording], rate: int) -> float:
 
 
 def tune_thresholds(model, config, negatives: Sequence[Scored], negative_hours: float, target_per_hour: float,
-                    grid: Sequence[float] = tuple(np.round(np.arange(0.10, 0.995, 0.01), 2))) -> dict[str, float]:
+                    grid: Sequence[float] = (*np.round(np.arange(0.10, 0.995, 0.01), 2), 0.995, 0.998, 0.999)) -> dict[str, float]:
     """Per keyword, the lowest threshold whose false alarms on the negative hours stay within an equal share of
     ``target_per_hour``, every other keyword switched off meanwhile (its alarms do not depend on theirs)."""
     keywords = list(model.keywords)
@@ -290,9 +290,13 @@ def report(model, config, negative: Sequence[Recording], keyword: Sequence[Recor
     }
 
 
-def calibrate_stream(model, data: Data, target_per_hour: float, minutes: int, seed: int, vad: bool = True) -> dict:
-    """Per-keyword stream thresholds on the tuning recordings (the other halves of speakers and synthetic words)."""
+def calibrate_stream(model, data: Data, target_per_hour: float, minutes: int, seed: int, vad: bool | None = None) -> dict:
+    """Per-keyword stream thresholds on the tuning recordings (the other halves of speakers and synthetic words),
+    with the VAD as the service runs it unless ``vad`` says."""
+    from service.settings import Settings
+
     config = stream_config(model)
+    vad = Settings().stream_vad if vad is None else vad
     negative, _ = build_recordings(data, model, "tune", minutes, 0, seed)
     scored = [score_recording(model, config, r.samples, vad) for r in negative]
     return tune_thresholds(model, config, scored, hours(negative, config.sample_rate), target_per_hour)

@@ -14,6 +14,6 @@ cp "$run/metrics.csv" "$run/summary.json" artifacts/kws10/
 cp "$run"/plots/*.png artifacts/kws10/plots/
 "$bin/kws-export" artifacts/kws10/model.pt -o service/models/kws10.onnx --version "$version" --calibrate 0.005 \
     | tee artifacts/kws10/export.txt
-"$bin/kws-stream-calibrate" service/models/kws10.onnx --target-per-hour 2 | tee artifacts/kws10/stream_calibration.txt
+"$bin/kws-stream-calibrate" service/models/kws10.onnx --target-per-hour 8 | tee artifacts/kws10/stream_calibration.txt
 "$bin/kws-parity" artifacts/kws10/model.pt service/models/kws10.onnx | tee artifacts/kws10/parity.txt
 "$bin/kws-robustness" service/models/kws10.onnx --json artifacts/kws10/robustness.json | tee artifacts/kws10/robustness.txt

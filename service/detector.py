@@ -60,12 +60,22 @@ class Detection:
                 "t_start": round(self.t_start, 3), "t_end": round(self.t_end, 3)}
 
 
+# Windows whose raw score is within this fraction of the event's peak count as "at the peak": a calibrated
+# model scores several overlapping windows ~0.999; the first of them is the first to hold the whole word
+# (later ones hold less and less of its start).
+NEAR_PEAK = 0.98
+
+
 @dataclass
 class _OpenEvent:
     label: int
     peak: float
-    best_raw: float
-    best_t_end: float
+    raw: list[tuple[float, float]]  # (t_end, raw score of the label) of every window of the event
+
+    def window_end(self) -> float:
+        best = max(score for _, score in self.raw)
+        near = [t for t, score in self.raw if score >= NEAR_PEAK * best]
+        return near[0]
 
 
 class ScoreSmoother:
@@ -75,7 +85,8 @@ class ScoreSmoother:
     the average is a keyword scoring at least its threshold (``thresholds[keyword]``, else ``threshold``;
     the non-keyword labels never open one), and closes when that keyword's average falls below it; then no event opens for ``refractory_s``, so a word
     whose score wobbles around the threshold still gives one event. The event is placed on the window
-    where the keyword's raw score peaked: the 1-s window that best holds the word. ``keywords`` defaults
+    where the keyword's raw score peaked (the first one when several are within 2 % of the peak, as a
+    calibrated model's are): the 1-s window that best holds the word. ``keywords`` defaults
     to :func:`model.vocabulary.keywords_of` the labels; the service passes the model's own.
     """
 
@@ -103,14 +114,12 @@ class ScoreSmoother:
         if event is not None:
             if smoothed[event.label] >= self.thresholds[event.label]:
                 event.peak = max(event.peak, float(smoothed[event.label]))
-                if scores[event.label] > event.best_raw:
-                    event.best_raw, event.best_t_end = float(scores[event.label]), t_end
+                event.raw.append((t_end, float(scores[event.label])))
                 return None
             return self._close(t_end)
         top = int(smoothed.argmax())
         if self.is_keyword[top] and smoothed[top] >= self.thresholds[top] and t_end >= self._quiet_until:
-            best_t_end, best_raw = max(((t, float(s[top])) for t, s in self._recent), key=lambda item: item[1])
-            self._open = _OpenEvent(top, float(smoothed[top]), best_raw, best_t_end)
+            self._open = _OpenEvent(top, float(smoothed[top]), [(t, float(s[top])) for t, s in self._recent])
         return None
 
     def finish(self) -> Detection | None:
@@ -121,7 +130,8 @@ class ScoreSmoother:
         event, self._open = self._open, None
         assert event is not None
         self._quiet_until = t_end + self.refractory_s
-        return Detection(self.labels[event.label], event.peak, max(0.0, event.best_t_end - self.window_s), event.best_t_end)
+        window_end = event.window_end()
+        return Detection(self.labels[event.label], event.peak, max(0.0, window_end - self.window_s), window_end)
 
 
 class StreamDetector:

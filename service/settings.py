@@ -48,7 +48,8 @@ class Settings(BaseSettings):
     stream_threshold: float = Field(StreamConfig.threshold, ge=0, le=1,
                                     description="smoothed keyword score that opens a detection, for keywords the model "
                                                 "has no stream threshold of its own for (stream_keyword_thresholds)")
-    stream_vad: bool = Field(True, description="score only the stream windows in which the VAD (Silero) hears speech")
+    stream_vad: bool = Field(False, description="score only the stream windows in which the VAD (Silero) hears speech; "
+                                                "off: in noisy streams it misses a third of the keywords (docs/recognition.md#streaming)")
     stream_vad_threshold: float = Field(0.5, ge=0, le=1, description="VAD speech probability that counts as speech")
     stream_refractory_seconds: float = Field(StreamConfig.refractory_s, ge=0, description="no new detection this long after one ends")
     stream_max_seconds: float = Field(600.0, gt=0, description="longest stream (seconds of audio); then close 4408")

@@ -140,6 +140,6 @@ def test_streaming_figures_end_to_end_on_one_minute(tmp_path, kws10_model):
                             "--streaming-minutes", "1", "--json", str(out)]) == 0
     streaming = json.loads(out.read_text())["streaming"]
     assert streaming["service"]["negative_hours"] == pytest.approx(1 / 60, abs=1e-3)
-    assert streaming["service"]["vad"] and not streaming["without_vad"]["vad"]
-    assert streaming["without_vad"]["windows_scored_fraction"] == 1.0
-    assert streaming["service"]["windows_scored_fraction"] < 1.0  # the VAD skips the windows without speech
+    assert not streaming["service"]["vad"] and streaming["with_vad"]["vad"]  # KWS_STREAM_VAD is off by default
+    assert streaming["service"]["windows_scored_fraction"] == 1.0
+    assert streaming["with_vad"]["windows_scored_fraction"] < 1.0  # the VAD skips the windows without speech

@@ -192,9 +192,7 @@ def test_streamed_file_puts_a_detection_on_the_timeline(browser, server, keyword
     marks = browser.find_elements(By.CSS_SELECTOR, "#timeline g.detection")
     assert [mark.get_attribute("data-label") for mark in marks] == [KEYWORD]
     assert marks[0].find_element(By.TAG_NAME, "text").text == KEYWORD
-    # the stream ends in 2 s of quiet noise: the VAD gate hears no speech there, so the model did not score it
-    bars = browser.find_elements(By.CSS_SELECTOR, "#stream-bars li")
-    assert [bar.get_attribute("data-label") for bar in bars] == ["no speech"]
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#stream-bars li")) == 3  # every window scored (no VAD gate)
     start, end = map(float, re.findall(r"(\d+\.\d+)", text_of(browser, "detections"))[1:3])
     assert start < 3.0 and end > 2.0  # overlaps the second of stream audio that holds the word
 
