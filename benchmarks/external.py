@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.results import REPO, RESULTS
+from benchmarks.results import REPO, RESULTS, add_settings_argument, parse_settings
 from loadtest.local_server import kws_serve
 
 BOUNDARY = "kws-benchmark-boundary"
@@ -78,11 +78,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--clips", type=Path, default=REPO.parent / "shared" / "data" / "gsc" / "yes")
-    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
-                        help="a kws-serve setting (KWS_NAME), e.g. verify_speech=false")
+    add_settings_argument(parser)
     parser.add_argument("--json", type=Path, default=RESULTS / "external.json")
     args = parser.parse_args(argv)
-    settings = dict(item.split("=", 1) for item in args.set)
+    settings = parse_settings(args.settings)
     missing = [tool for tool in ("hey", "wrk") if shutil.which(tool) is None]
     if missing:
         parser.error(f"{' and '.join(missing)} not found (Debian packages hey, wrk)")

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.results import add_settings_argument, parse_settings
 from loadtest.local_server import free_port, kws_serve, wait_until_ready
 
 REPO = Path(__file__).resolve().parents[1]
@@ -124,11 +125,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clips", type=Path, default=REPO.parent / "shared" / "data" / "gsc")
     parser.add_argument("--requests", type=int, default=400, help="in-process pipeline: clips to time")
     parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per HTTP setting")
-    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
-                        help="a kws-serve setting (KWS_NAME), e.g. verify_speech=false (the in-process pipeline has no VAD check)")
+    add_settings_argument(parser, " (the in-process pipeline has no VAD check)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
-    settings = dict(item.split("=", 1) for item in args.set)
+    settings = parse_settings(args.settings)
     clips = load_clips(args.clips if args.clips.exists() else None, 64)
     rows = [in_process(clips, args.model, args.requests)]
     with kws_serve("--model", str(args.model), **settings) as server:

@@ -33,24 +33,17 @@ from pathlib import Path
 import numpy as np
 import onnxruntime
 
+from benchmarks.results import REPO, add_settings_argument, parse_settings
 from benchmarks.service import load_clips
 
-REPO = Path(__file__).resolve().parents[1]
 # kws-serve with its session made the benchmark's way: service.inference.open_session replaced before start-up
 LAUNCHER = """
 import json, os, sys
-import onnxruntime
 import service.inference
+from benchmarks.threads import session
 threads, config = json.loads(os.environ["BENCHMARK_SESSION"])
 if threads:
-    def open_session(path, intra_op_threads, inter_op_threads):
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        for key, value in config.items():
-            options.add_session_config_entry(key, value)
-        return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    service.inference.open_session = open_session
+    service.inference.open_session = lambda path, intra_op_threads, inter_op_threads: session(path, threads, config)
 from service.cli import main
 sys.exit(main(sys.argv[1:]))
 """
@@ -165,8 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--served", action="store_true", help="also time kws-serve itself with each session")
     parser.add_argument("--seconds", type=float, default=8.0, help="served: seconds per concurrency")
-    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
-                        help="served: a kws-serve setting (KWS_NAME), e.g. verify_speech=false")
+    add_settings_argument(parser, " (served only)")
     parser.add_argument("--neighbour", type=int, default=0, metavar="N", help="N busy processes run alongside")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
@@ -189,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
             for key, value in asyncio.run(service_pattern(model, clips, args.requests, concurrency)).items():
                 row[f"{key}@{concurrency}"] = value
         if args.served:
-            row.update(served(args.model, variant, clips, args.seconds, dict(item.split("=", 1) for item in args.set)))
+            row.update(served(args.model, variant, clips, args.seconds, parse_settings(args.settings)))
         rows.append(row)
     stack.close()
     print(f"{'session':<56}{'alone ms':>10}{'service inference ms c1':>25}{'prepare ms c1':>15}"

@@ -18,7 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from benchmarks.results import REPO, RESULTS
+from benchmarks.results import REPO, RESULTS, add_settings_argument, parse_settings, settings_suffix
 from loadtest.local_server import kws_serve
 
 DEFAULT_RATES = "25,50,75,100,125,150,175,200,225,250,300"
@@ -33,15 +33,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="ONNX threads in total, split between workers (default: the CPU count, %(default)s)")
     parser.add_argument("--clips", type=Path, default=REPO.parent / "shared" / "data" / "gsc" / "yes",
                         help="audio to send (default ../shared/data/gsc/yes; generated clips if absent)")
-    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
-                        help="a kws-serve setting (KWS_NAME), e.g. verify_speech=false")
+    add_settings_argument(parser)
     args = parser.parse_args(argv)
-    settings = dict(item.split("=", 1) for item in args.set)
+    settings = parse_settings(args.settings)
     RESULTS.mkdir(parents=True, exist_ok=True)
     summary = []
     for workers in [int(w) for w in args.workers.split(",")]:
         threads = max(1, args.threads // workers)
-        name = f"loadtest-{workers}-worker{'s' if workers > 1 else ''}" + "".join(f"-{k}={v}" for k, v in sorted(settings.items()))
+        name = f"loadtest-{workers}-worker{'s' if workers > 1 else ''}{settings_suffix(settings)}"
         with kws_serve("--workers", str(workers), **{"intra_op_threads": str(threads), **settings}) as server:
             command = [sys.executable, "-m", "loadtest.cli", "--url", server.base, "--sweep", args.rates,
                        "--duration", str(args.duration), "--json", str(RESULTS / f"{name}.json"),
@@ -60,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{row['workers']:>8}{row['saturation_rps'] or float('nan'):>18.1f}"
               f"{row.get('p99_at_50pct_ms') or float('nan'):>10.1f}ms{row.get('p99_at_90pct_ms') or float('nan'):>10.1f}ms")
     if settings:  # a run with other settings leaves the default-settings summary alone
-        (RESULTS / f"loadtest-workers{''.join(f'-{k}={v}' for k, v in sorted(settings.items()))}.json").write_text(
+        (RESULTS / f"loadtest-workers{settings_suffix(settings)}.json").write_text(
             json.dumps(summary, indent=1))
         return 0
     summary_path = RESULTS / "loadtest-workers.json"  # rows of other worker counts from earlier runs are kept
