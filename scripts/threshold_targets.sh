@@ -8,13 +8,12 @@ cd "$(dirname "$0")/.."
 checkpoint="${1:?usage: scripts/threshold_targets.sh CHECKPOINT OUT_DIR [TARGETS...]}"
 out="${2:?usage: scripts/threshold_targets.sh CHECKPOINT OUT_DIR [TARGETS...]}"
 shift 2
-targets=("${@:-0.005 0.01 0.02}")
-read -r -a targets <<< "${targets[*]}"
+if (($#)); then targets=("$@"); else targets=(0.005 0.01 0.02); fi
 bin=.venv/bin
 mkdir -p "$out"
 for target in "${targets[@]}"; do
     "$bin/kws-export" "$checkpoint" -o "$out/target-$target.onnx" --calibrate "$target" > "$out/target-$target.export.txt"
     "$bin/kws-robustness" "$out/target-$target.onnx" --every 2 --streaming-minutes 0 \
         --json "$out/target-$target.json" > "$out/target-$target.txt"
-    echo "== target $target"; grep -E "accuracy|accepted|drop|recall" "$out/target-$target.txt" | head -20
+    echo "== target $target"; grep -E "accuracy|accept|drop|recall" "$out/target-$target.txt" | head -20
 done

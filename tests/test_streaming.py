@@ -271,12 +271,17 @@ def assert_one_detection(messages: list[dict], close_code: int | None, label: st
     assert messages[-1]["detections"] == 1
 
 
+def stream_yes_pcm16(url: str, clips: dict):
+    """"yes" in quiet noise as 16-kHz PCM with top_k 4, checked to give one detection where it was said."""
+    audio, speech = place(clips, "yes")
+    messages, close_code = stream(f"{url}?format=pcm16&sample_rate=16000&top_k=4", pcm16_messages(audio, RATE))
+    assert_one_detection(messages, close_code, "yes", speech)
+    return messages, speech, messages[0], of_type(messages, "scores")
+
+
 @pytest.mark.data
 def test_stream_pcm16_16k_detects_the_keyword_once_where_it_was_said(stream_url, clips):
-    audio, speech = place(clips, "yes")
-    messages, close_code = stream(f"{stream_url}?format=pcm16&sample_rate=16000&top_k=4", pcm16_messages(audio, RATE))
-    assert_one_detection(messages, close_code, "yes", speech)
-    ready, scores = messages[0], of_type(messages, "scores")
+    messages, speech, ready, scores = stream_yes_pcm16(stream_url, clips)
     assert ready["sample_rate"] == RATE and ready["keywords"] == LABELS[:8] and ready["labels"] == LABELS
     assert len(scores) == round((4.5 - 1.0) / ready["hop_s"]) + 1
     assert all(set(s["latency_ms"]) == {"features", "queue", "inference", "total"} for s in scores)
@@ -287,10 +292,7 @@ def test_stream_pcm16_16k_detects_the_keyword_once_where_it_was_said(stream_url,
 
 @pytest.mark.data
 def test_stream_with_the_vad_scores_only_windows_with_speech(vad_url, clips):
-    audio, speech = place(clips, "yes")
-    messages, close_code = stream(f"{vad_url}?format=pcm16&sample_rate=16000&top_k=4", pcm16_messages(audio, RATE))
-    assert_one_detection(messages, close_code, "yes", speech)
-    ready, scores = messages[0], of_type(messages, "scores")
+    messages, speech, ready, scores = stream_yes_pcm16(vad_url, clips)
     # The VAD: windows holding the word are scored (top_k); windows of the noise before it are not.
     assert ready["vad"] is True
     assert all(len(s["top_k"]) == (4 if s["speech"] else 0) for s in scores)
