@@ -231,7 +231,7 @@ def diagnose(checkpoint_path: Path, data_overrides: list[str] = ()) -> str:
     import torch
 
     from model.checkpoint import load_checkpoint
-    from training.ablation_diagnostics import load_diagnostics, test_clips
+    from training.ablation_diagnostics import diagnostics_of, test_clips
     from training.evaluation import evaluate
 
     checkpoint = load_checkpoint(checkpoint_path)
@@ -239,7 +239,7 @@ def diagnose(checkpoint_path: Path, data_overrides: list[str] = ()) -> str:
     summary = ({"test": {"accuracy": evaluate(checkpoint.model, test, 256, True, torch.device("cpu")).accuracy}}
                if test is not None else {})
     result = RunResult("learned", checkpoint.model.config.structure_seed, summary, checkpoint_path.parent,
-                       load_diagnostics(checkpoint_path, data_overrides))
+                       diagnostics_of(checkpoint, checkpoint_path.parent / "metrics.json", test))
     clips = f"{len(test)} test clips" if test is not None else "no test split"
     return f"**{checkpoint_path}** ({clips})\n\n" + diagnostics_table([result])
 

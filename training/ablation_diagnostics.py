@@ -45,13 +45,16 @@ def load_diagnostics(checkpoint_path: Path, data_overrides: list[str] = ()) -> D
     """The diagnostics of a learned-delay checkpoint; its run's ``metrics.json`` when it lies beside it.
     ``data_overrides`` (``data.KEY=VALUE``) change the stored data configuration the test split comes from."""
     checkpoint = load_checkpoint(checkpoint_path)
+    return diagnostics_of(checkpoint, checkpoint_path.parent / "metrics.json", test_clips(checkpoint, data_overrides))
+
+
+def diagnostics_of(checkpoint: LoadedCheckpoint, metrics: Path, test) -> Diagnostics:
+    """The diagnostics of a loaded checkpoint, with ``test`` (clips, or None) for the delay-reset evaluations."""
     trained = checkpoint.model
     initial = DelaySNN(trained.config)  # structure_seed draws the initial positions: the run's start
     layers, pairs = movement(trained, initial)
-    metrics = checkpoint_path.parent / "metrics.json"
     history = json.loads(metrics.read_text()) if metrics.exists() else []
     reset = shuffled = None
-    test = test_clips(checkpoint, data_overrides)
     if test is not None:
         reset = accuracy_with_positions(trained, [layer.dcls.P for layer in learned_layers(initial)], test)
         shuffled = accuracy_with_positions(trained, shuffled_moves(trained, initial), test)
