@@ -172,3 +172,32 @@ def test_synthetic_keyword_fraction_fixes_the_share_of_synthetic_keyword_draws(t
     order = train.epoch_order(np.random.default_rng(0))
     yes = [i for i in order if i < len(train) and train.labels[i] == KWS10_LABELS.index("yes")]
     assert len(yes) == 10 and sum(train.names[i].startswith("synthetic/") for i in yes) == 3
+
+
+def _word_at(start_s: float, length_s: float, rate: int = 16000) -> np.ndarray:
+    clip = np.zeros(rate, np.float32)
+    start, stop = int(start_s * rate), int((start_s + length_s) * rate)
+    clip[start:stop] = 0.5 * np.sin(np.arange(stop - start) / 3.0)
+    return clip
+
+
+def test_word_keeping_shifts_move_the_word_but_never_cut_it_and_cuts_leave_part_of_it():
+    from model.speech import speech_extent
+    from training.augment import Augmenter
+
+    rate, word = 16000, _word_at(0.3, 0.4)
+    keeping = Augmenter(AugmentConfig(time_shift_s=0.35, shift_keeps_word=True, noise_probability=0.0, gain_db=0.0), rate)
+    starts = []
+    for seed in range(40):
+        moved = keeping.speech(word, np.random.default_rng(seed))
+        begin, end = speech_extent(moved, rate)
+        assert end - begin == pytest.approx(0.4 * rate, abs=0.02 * rate)  # whole
+        starts.append(begin / rate)
+    assert min(starts) < 0.1 and max(starts) > 0.5  # anywhere it fits, up to 0.35 s each way
+    cutting = Augmenter(AugmentConfig(time_shift_s=0.35, shift_keeps_word=True, cut_word_probability=1.0,
+                                      noise_probability=0.0, gain_db=0.0), rate)
+    for seed in range(20):
+        left = np.sum(cutting.speech(word, np.random.default_rng(seed), cuttable=True) ** 2) / np.sum(word**2)
+        assert 0.25 < left < 0.75  # 30-70 % of the word left the window
+        whole = cutting.speech(word, np.random.default_rng(seed), cuttable=False)  # keywords are never cut
+        assert np.sum(whole**2) / np.sum(word**2) == pytest.approx(1.0, abs=0.02)

@@ -3,7 +3,9 @@
 :class:`Augmenter` holds two chains:
 
 * **speech** (real and synthetic clips alike, so nothing but the words tells them apart): speed
-  perturbation (resampling: tempo and pitch together, Kaldi's recipe for speaker variety), time shift,
+  perturbation (resampling: tempo and pitch together, Kaldi's recipe for speaker variety), time shift
+  (with ``shift_keeps_word`` anywhere the word stays whole in the window, as a stream window may hold it;
+  ``_unknown_`` clips are sometimes cut to a fragment of their word, as stream windows hold fragments too),
   room reverberation (impulse responses from ``kws-synth``'s bank), a random seven-band EQ and low-pass
   (microphones, 8-kHz sources), background noise at a random SNR, a faint coloured-noise floor (so that
   digital zeros are not a cue), a random gain over a wide range, and
@@ -26,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from model.speech import speech_extent
 from training.config import AugmentConfig
 
 NOISE_FILE_SECONDS = 60.0
@@ -83,6 +86,27 @@ def write_noise_files(noise: list[np.ndarray], names: list[str], sample_rate: in
     return folder
 
 
+def shift_with_zeros(clip: np.ndarray, shift: int) -> np.ndarray:
+    """``clip`` moved ``shift`` samples later (earlier when negative), zeros where nothing was."""
+    moved = np.zeros_like(clip)
+    if shift >= 0:
+        moved[shift:] = clip[: len(clip) - shift]
+    else:
+        moved[:shift] = clip[-shift:]
+    return moved
+
+
+def word_shift(clip: np.ndarray, rate: int, max_shift_s: float, cut: bool, rng: np.random.Generator) -> int:
+    """A shift (samples) that keeps the word whole inside the window, or with ``cut`` one that moves 30-70 %
+    of it out of one side (the word's extent: :func:`model.speech.speech_extent`)."""
+    begin, end = speech_extent(clip, rate)
+    if cut:
+        leaving = int(rng.uniform(0.3, 0.7) * (end - begin))
+        return -(begin + leaving) if rng.random() < 0.5 else len(clip) - end + leaving
+    reach = int(max_shift_s * rate)
+    return int(rng.integers(max(-begin, -reach), min(len(clip) - end, reach) + 1))
+
+
 def speed_perturb(clip: np.ndarray, factor: float) -> np.ndarray:
     """Play ``factor`` times faster (tempo and pitch together) by resampling, as Kaldi's speed perturbation."""
     import soxr
@@ -125,8 +149,9 @@ class Augmenter:
             shared.append(A.LowPassFilter(3000.0, 7500.0, p=config.lowpass_probability))
         gain_min = -config.gain_db if config.gain_db_min is None else config.gain_db_min
         gain_max = config.gain_db if config.gain_db_max is None else config.gain_db_max
+        plain_shift = config.time_shift_s > 0 and not config.shift_keeps_word
         speech: list = [A.Shift(-config.time_shift_s, config.time_shift_s, shift_unit="seconds", rollover=False,
-                                p=1.0 if config.time_shift_s > 0 else 0.0), *shared]
+                                p=1.0 if plain_shift else 0.0), *shared]
         if has_noise and config.noise_probability > 0:
             speech.append(A.AddBackgroundNoise(noise_dir, config.snr_db_min, config.snr_db_max,
                                                p=config.noise_probability))
@@ -147,13 +172,17 @@ class Augmenter:
         random.seed(seed)
         np.random.seed(seed)
 
-    def speech(self, clip: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def speech(self, clip: np.ndarray, rng: np.random.Generator, cuttable: bool = False) -> np.ndarray:
+        """The speech chain; ``cuttable`` clips (``_unknown_``) may lose part of their word (``cut_word_probability``)."""
         length = len(clip)
         if self.config.speed_probability > 0 and rng.random() < self.config.speed_probability:
             factor = float(np.exp(rng.uniform(np.log(self.config.speed_min), np.log(self.config.speed_max))))
             stretched = speed_perturb(clip, factor)
             start = max(0, (len(stretched) - length) // 2)
             clip = np.pad(stretched[start : start + length], (0, max(0, length - len(stretched) + start)))
+        cut = cuttable and rng.random() < self.config.cut_word_probability
+        if cut or (self.config.shift_keeps_word and self.config.time_shift_s > 0):
+            clip = shift_with_zeros(clip, word_shift(clip, self.sample_rate, self.config.time_shift_s, cut, rng))
         self._reseed(rng)
         return self.speech_chain(clip.astype(np.float32), self.sample_rate).astype(np.float32)
 

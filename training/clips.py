@@ -65,6 +65,7 @@ class ClipSet:
     rooms_dir: Path | None = None  # room impulse responses for reverberation
     silence_label: int | None = None  # kws10: label of the non-speech clips drawn per epoch
     silence_per_epoch: int = 0
+    cut_label: int | None = None  # kws10: _unknown_, whose clips augmentation may cut to a fragment of the word
     pools: list[Pool] | None = None  # per-epoch draws; None = every clip once
     _augmenters: dict = field(default_factory=dict, repr=False)
 
@@ -111,7 +112,7 @@ class ClipSet:
             else:
                 clip = self.waveforms[index]
                 if training:
-                    clip = augmenter.speech(clip, rng)
+                    clip = augmenter.speech(clip, rng, cuttable=self.cut_label is not None and self.labels[index] == self.cut_label)
             clips.append(clip)
         features = log_mel(np.stack(clips), self.feature_config)
         if training:

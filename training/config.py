@@ -53,6 +53,12 @@ class DataConfig:
 class AugmentConfig:
     enabled: bool = True
     time_shift_s: float = 0.1
+    # Shifts move the word anywhere it stays whole inside the window (at most time_shift_s each way), so the
+    # model answers at every offset a stream window can hold the word at, not only near the clip's centre.
+    shift_keeps_word: bool = False
+    # _unknown_ clips shifted so that 30-70 % of the word leaves the window: stream windows hold fragments
+    # of words, and a fragment of a non-keyword is not a keyword either.
+    cut_word_probability: float = 0.0
     noise_probability: float = 0.5
     snr_db_min: float = 5.0
     snr_db_max: float = 25.0

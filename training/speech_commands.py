@@ -194,6 +194,7 @@ def load_gsc(data: DataConfig, features: FeatureConfig, seed: int = 0) -> Datase
         speech_per_epoch = train.epoch_size
     if kws10 and recordings:
         train.silence_label = labels.index(SILENCE)
+        train.cut_label = labels.index(UNKNOWN)
         train.silence_per_epoch = int(round(speech_per_epoch * data.silence_fraction))
     validation = _with_silence(clip_set(validation_items, noise_validation), data, labels, seed + 1) if kws10 else clip_set(validation_items, noise_validation)
     test = None
