@@ -220,22 +220,30 @@ def hours(recordings: Sequence[Recording], rate: int) -> float:
     return sum(len(r.samples) for r in recordings) / rate / 3600
 
 
+# Thresholds tried: steps of 0.01, then ever closer to 1 (a calibrated model's scores on a word it is sure of
+# crowd there, and 0.995 / 0.999 alone left keywords nothing between "too many alarms" and "off").
+THRESHOLD_GRID = (*np.round(np.arange(0.10, 0.995, 0.01), 2), *np.round(1 - 10 ** -np.arange(2.25, 5.01, 0.25), 6))
+
+
 def tune_thresholds(model, config, negatives: Sequence[Scored], negative_hours: float, target_per_hour: float,
-                    grid: Sequence[float] = (*np.round(np.arange(0.10, 0.995, 0.01), 2), 0.995, 0.998, 0.999)) -> dict[str, float]:
+                    grid: Sequence[float] = THRESHOLD_GRID) -> dict[str, float]:
     """Per keyword, the lowest threshold whose false alarms on the negative hours stay within an equal share of
-    ``target_per_hour``, every other keyword switched off meanwhile (its alarms do not depend on theirs)."""
+    ``target_per_hour``, every other keyword switched off meanwhile (its alarms do not depend on theirs).
+    Alarms fall as the threshold rises, so the grid is bisected; the highest point is taken when none is within."""
     keywords = list(model.keywords)
     share = target_per_hour / len(keywords)
     off = {k: 2.0 for k in keywords}
     chosen = {}
     for keyword in keywords:
-        chosen[keyword] = float(grid[-1])
-        for threshold in grid:
-            thresholds = {**off, keyword: float(threshold)}
+        def within(index: int) -> bool:
+            thresholds = {**off, keyword: float(grid[index])}
             alarms = sum(d.label == keyword for s in negatives for d in detect(model, config, s, thresholds))
-            if alarms / negative_hours <= share:
-                chosen[keyword] = float(threshold)
-                break
+            return alarms / negative_hours <= share
+        low, high = 0, len(grid) - 1  # the answer lies in [low, high]; high is taken when nothing is within
+        while low < high:
+            middle = (low + high) // 2
+            low, high = (low, middle) if within(middle) else (middle + 1, high)
+        chosen[keyword] = float(grid[low])
     return chosen
 
 
@@ -306,7 +314,7 @@ def write_stream_thresholds(path: Path, thresholds: Mapping[str, float], details
     """Stores the thresholds in the ONNX file's metadata (the graph is untouched)."""
     import json
 
-    update_metadata(path, {STREAM_METADATA_KEY: json.dumps({k: round(v, 4) for k, v in thresholds.items()}),
+    update_metadata(path, {STREAM_METADATA_KEY: json.dumps({k: round(v, 6) for k, v in thresholds.items()}),
                            "stream_calibration": json.dumps(dict(details))})
 
 

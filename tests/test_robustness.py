@@ -133,6 +133,33 @@ def test_stream_thresholds_go_into_the_metadata_and_the_stream_config(tmp_path, 
     assert json.loads(model.metadata["keyword_thresholds"]) == {}  # the rest of the metadata is kept
 
 
+def test_stream_thresholds_are_the_lowest_within_each_keywords_share_even_close_to_one(kws10_model):
+    from evaluation.streaming import THRESHOLD_GRID, Scored, stream_config, tune_thresholds
+    from service.inference import KeywordModel
+
+    model = KeywordModel.load(kws10_model["plain"])
+    config = stream_config(model)
+    labels = list(model.labels)
+
+    def words(label: str, peaks: list[float]) -> Scored:  # one 1-s word a peak every 4 s, quiet between
+        rows = []
+        for peak in peaks:
+            for value in (peak, peak, peak, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0):
+                row = np.zeros(len(labels))
+                row[labels.index(label)] = value
+                row[labels.index("_silence_")] = 1.0 - value
+                rows.append(row)
+        return Scored([0.2 * (i + 1) for i in range(len(rows))], np.array(rows), len(rows), 0.0, 0.0)
+
+    # an hour of negatives: "yes" at 0.5 twice and at 0.9995 once; "no" at 0.99997 twice
+    negatives = [words("yes", [0.5, 0.5, 0.9995]), words("no", [0.99997, 0.99997])]
+    share_one = float(len(model.keywords))  # a target of 1 alarm per keyword per hour
+    chosen = tune_thresholds(model, config, negatives, 1.0, share_one)
+    assert chosen["yes"] == 0.51  # one alarm (the 0.9995) is within the share; 0.50 would give three
+    assert chosen["no"] == min(t for t in THRESHOLD_GRID if t > 0.99997) < 1.0  # between 0.999 and 1, not "off"
+    assert chosen["go"] == THRESHOLD_GRID[0]  # no alarms at all: the lowest point
+
+
 def test_streaming_figures_end_to_end_on_one_minute(tmp_path, kws10_model):
     root = write_mini_gsc(tmp_path / "data")
     out = tmp_path / "streaming.json"
