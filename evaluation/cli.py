@@ -167,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"streaming, {name}: {row['false_alarms_per_hour']} false alarms/hour on {row['negative_hours']} h, "
                   f"recall {row['recall']}, {100 * row['windows_scored_fraction']:.0f} % of windows scored, "
                   f"VAD {row['vad_ms_per_audio_second']} ms + model {row['model_ms_per_audio_second']} ms per second of audio")
+            print(f"  false alarms on: {row['false_alarms_by_source']}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=1) + "\n")

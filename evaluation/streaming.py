@@ -44,6 +44,7 @@ class Placed:
     label: str  # the keyword, or "" for anything that is not one
     start: float
     end: float
+    source: str = ""  # what it is: "held-out word wow", "synthetic word", "FSDD digit", "sound hum", ...
 
 
 @dataclass
@@ -52,9 +53,10 @@ class Recording:
     placed: list[Placed]
 
 
-def build_recording(items: Sequence[tuple[np.ndarray, str]], noise: np.ndarray, seconds: float, rate: int,
-                    rng: np.random.Generator) -> Recording:
-    """``items`` (clip, keyword or "") at random, non-overlapping times over ``noise``; a random SNR each."""
+def build_recording(items: Sequence[tuple[np.ndarray, str] | tuple[np.ndarray, str, str]], noise: np.ndarray,
+                    seconds: float, rate: int, rng: np.random.Generator) -> Recording:
+    """``items`` (clip, keyword or "", and optionally what it is) at random, non-overlapping times over
+    ``noise``; a random SNR each."""
     length = int(seconds * rate)
     start = int(rng.integers(len(noise)))
     background = np.resize(np.roll(noise, -start), length).astype(np.float32)
@@ -63,14 +65,14 @@ def build_recording(items: Sequence[tuple[np.ndarray, str]], noise: np.ndarray, 
     samples, placed = background.copy(), []
     slot = length // max(1, len(items))  # one item per slot, at a random place inside it
     for index, item in enumerate(rng.permutation(len(items))):
-        clip, label = items[item]
+        clip, label, *what = items[item]
         clip = clip[: max(1, slot - rate // 2)]
         begin, end = speech_extent(clip, rate)
         power = float(np.mean(clip[begin:end] ** 2)) + 1e-12
         gain = np.sqrt(noise_power * 10 ** (rng.uniform(*SNR_DB) / 10) / power)
         offset = index * slot + int(rng.integers(max(1, slot - len(clip))))
         samples[offset : offset + len(clip)] += gain * clip
-        placed.append(Placed(label, (offset + begin) / rate, (offset + end) / rate))
+        placed.append(Placed(label, (offset + begin) / rate, (offset + end) / rate, what[0] if what else label))
     samples *= np.float32(10 ** (rng.uniform(*RECORDING_GAIN_DB) / 20))
     return Recording(np.clip(samples, -1.0, 1.0), sorted(placed, key=lambda p: p.start))
 
@@ -82,6 +84,10 @@ class Material:
     keywords: dict[str, list[np.ndarray]]
     others: list[np.ndarray]
     sounds: bool = False
+    sources: list[str] | None = None  # what each of ``others`` is (false alarms are reported by it)
+
+    def source(self, index: int) -> str:
+        return self.sources[index] if self.sources is not None else "other word"
 
 
 def material(data: Data, keywords: Sequence[str], rate: int, half: str) -> tuple[Material, Material]:
@@ -94,22 +100,30 @@ def material(data: Data, keywords: Sequence[str], rate: int, half: str) -> tuple
     in_half = (lambda f: is_test_speaker(f, data.test_fraction)) if half == "report" else \
         (lambda f: not is_test_speaker(f, data.test_fraction))
     validation = [r for r in rows if r["split"] == "validation" and r["word"] not in held_out and in_half(r["file"])]
+    others = [r for r in validation if r["word"] not in keywords]
     spoken = Material({k: [read_audio(data.gsc / r["file"], rate) for r in validation if r["word"] == k] for k in keywords},
-                      [read_audio(data.gsc / r["file"], rate) for r in validation if r["word"] not in keywords])
+                      [read_audio(data.gsc / r["file"], rate) for r in others], sources=["GSC other word"] * len(others))
     negatives: list[np.ndarray] = []
+    sources: list[str] = []
     if data.synth is not None and (data.synth / "manifest.csv").exists():
         with open(data.synth / "manifest.csv", newline="") as handle:
             synthetic = [r for r in csv.DictReader(handle) if r["split"] == "validation" and r["kind"] != "keyword"
                          and r["text"] not in held_out and is_evaluation_clip(r) == (half == "report")]
         negatives += [read_audio(data.synth / r["file"], rate) for r in synthetic]
+        sources += [f"synthetic {r['kind']}" for r in synthetic]
     if half == "report":
-        negatives += [read_audio(data.gsc / r["file"], rate) for r in rows if r["word"] in held_out]
+        words = [r for r in rows if r["word"] in held_out]
+        negatives += [read_audio(data.gsc / r["file"], rate) for r in words]
+        sources += [f"held-out word {r['word']}" for r in words]
         if data.fsdd is not None and (data.fsdd / "manifest.csv").exists():
             with open(data.fsdd / "manifest.csv", newline="") as handle:
-                negatives += [read_audio(data.fsdd / r["file"], rate) for r in csv.DictReader(handle)][::3]
+                digits = list(csv.DictReader(handle))[::3]
+            negatives += [read_audio(data.fsdd / r["file"], rate) for r in digits]
+            sources += ["FSDD digit"] * len(digits)
     else:
         negatives += spoken.others  # the tuning speakers' other words
-    return spoken, Material({}, negatives, sounds=half == "report")
+        sources += [spoken.source(i) for i in range(len(spoken.others))]
+    return spoken, Material({}, negatives, sounds=half == "report", sources=sources)
 
 
 def negative_recordings(negatives: Material, noises: list[np.ndarray], minutes: int, rate: int,
@@ -119,13 +133,14 @@ def negative_recordings(negatives: Material, noises: list[np.ndarray], minutes: 
     for minute in range(minutes):
         items = []
         for _ in range(NEGATIVE_WORDS_PER_MINUTE):
-            items.append((negatives.others[order[used % len(order)]], ""))
+            index = int(order[used % len(order)])
+            items.append((negatives.others[index], "", negatives.source(index)))
             used += 1
         if negatives.sounds:
             names = list(SOUNDS)
             for _ in range(SOUNDS_PER_MINUTE):
-                make = SOUNDS[names[int(rng.integers(len(names)))]]
-                items.append((0.1 * make(int(rng.uniform(0.3, 1.0) * rate), rate, rng), ""))
+                name = names[int(rng.integers(len(names)))]
+                items.append((0.1 * SOUNDS[name](int(rng.uniform(0.3, 1.0) * rate), rate, rng), "", f"sound {name}"))
         recordings.append(build_recording(items, noises[minute % len(noises)], 60.0, rate, rng))
     return recordings
 
@@ -137,8 +152,8 @@ def keyword_recordings(spoken: Material, noises: list[np.ndarray], minutes: int,
     recordings = []
     for minute in range(minutes):
         items = [pool[order[(minute * KEYWORDS_PER_MINUTE + i) % len(pool)]] for i in range(KEYWORDS_PER_MINUTE)]
-        items += [(spoken.others[others[(minute * DISTRACTORS_PER_MINUTE + i) % len(others)]], "")
-                  for i in range(DISTRACTORS_PER_MINUTE)]
+        chosen = [int(others[(minute * DISTRACTORS_PER_MINUTE + i) % len(others)]) for i in range(DISTRACTORS_PER_MINUTE)]
+        items += [(spoken.others[i], "", spoken.source(i)) for i in chosen]
         recordings.append(build_recording(items, noises[minute % len(noises)], 60.0, rate, rng))
     return recordings
 
@@ -197,6 +212,7 @@ def match(recordings: Sequence[Recording], detections: Sequence[Sequence], keywo
     false alarms (every other detection), per keyword."""
     hits, false_alarms, placed = 0, {k: 0 for k in keywords}, 0
     found = {k: [0, 0] for k in keywords}
+    by_source: dict[str, int] = {}
     for recording, found_here in zip(recordings, detections):
         matched: set[int] = set()
         for detection in found_here:
@@ -207,12 +223,16 @@ def match(recordings: Sequence[Recording], detections: Sequence[Sequence], keywo
                 hits += 1
             else:
                 false_alarms[detection.label] += 1
+                near = [p for p in recording.placed if p.start < detection.t_end + TOLERANCE_S and p.end > detection.t_start - TOLERANCE_S]
+                source = near[0].source or near[0].label if near else "background noise"
+                by_source[source] = by_source.get(source, 0) + 1
         for i, p in enumerate(recording.placed):
             if p.label:
                 placed += 1
                 found[p.label][0] += i in matched
                 found[p.label][1] += 1
     return {"hits": hits, "keywords_placed": placed, "false_alarms": false_alarms,
+            "false_alarms_by_source": dict(sorted(by_source.items(), key=lambda item: -item[1])),
             "per_keyword_recall": {k: round(h / n, 3) if n else None for k, (h, n) in found.items()}}
 
 
@@ -289,6 +309,7 @@ def report(model, config, negative: Sequence[Recording], keyword: Sequence[Recor
         "vad": vad, "negative_hours": round(hours(negative, rate), 3), "keyword_minutes": round(60 * hours(keyword, rate), 1),
         "false_alarms_per_hour": round(negative_alarms / hours(negative, rate), 2),
         "false_alarms": negative_alarms, "false_alarms_by_keyword": on_negative["false_alarms"],
+        "false_alarms_by_source": on_negative["false_alarms_by_source"],
         "recall": round(on_keyword["hits"] / max(1, on_keyword["keywords_placed"]), 4),
         "keywords_placed": on_keyword["keywords_placed"], "per_keyword_recall": on_keyword["per_keyword_recall"],
         "false_alarms_on_keyword_recordings_per_hour": round(sum(on_keyword["false_alarms"].values()) / hours(keyword, rate), 2),

@@ -101,7 +101,7 @@ def test_recordings_place_every_item_apart_and_matching_counts_hits_and_false_al
     rate = 16000
     rng = np.random.default_rng(0)
     word = (np.sin(np.arange(rate // 2) / 3) * np.hanning(rate // 2)).astype(np.float32)
-    items = [(word, "yes"), (word, ""), (word, "no"), (word, "")]
+    items = [(word, "yes"), (word, "", "FSDD digit"), (word, "no"), (word, "", "FSDD digit")]
     recording = build_recording(items, (0.01 * rng.standard_normal(rate * 3)).astype(np.float32), 20.0, rate, rng)
     assert len(recording.samples) == 20 * rate and np.abs(recording.samples).max() <= 1.0
     spans = sorted((p.start, p.end) for p in recording.placed)
@@ -113,6 +113,7 @@ def test_recordings_place_every_item_apart_and_matching_counts_hits_and_false_al
                   Detection("go", 0.9, other.start, other.end)]  # on a non-keyword: a false alarm
     result = match([recording], [detections], ["yes", "no", "go"])
     assert result["hits"] == 1 and result["keywords_placed"] == 2
+    assert result["false_alarms_by_source"] == {"yes": 1, "FSDD digit": 1}  # each false alarm by what it was on
     assert result["false_alarms"] == {"yes": 1, "no": 0, "go": 1}
     assert result["per_keyword_recall"] == {"yes": 1.0, "no": 0.0, "go": None}
     assert isinstance(recording, Recording)
