@@ -293,11 +293,52 @@ def build_recordings(data: Data, model, half: str, negative_minutes: int, keywor
             keyword_recordings(spoken, noises, keyword_minutes, rate, rng))
 
 
-def report(model, config, negative: Sequence[Recording], keyword: Sequence[Recording], vad: bool) -> dict:
+@dataclass
+class ScoredRecordings:
+    """The negative and keyword recordings with what the detector is given for each (one VAD setting)."""
+
+    negative: Sequence[Recording]
+    keyword: Sequence[Recording]
+    vad: bool
+    scored_negative: list[Scored]
+    scored_keyword: list[Scored]
+
+
+def score_recordings(model, config, negative: Sequence[Recording], keyword: Sequence[Recording], vad: bool) -> ScoredRecordings:
+    return ScoredRecordings(negative, keyword, vad, [score_recording(model, config, r.samples, vad) for r in negative],
+                            [score_recording(model, config, r.samples, vad) for r in keyword])
+
+
+# Common thresholds of the operating curve (every keyword the same one), from permissive to strict.
+CURVE_THRESHOLDS = (*np.round(np.arange(0.1, 0.95, 0.05), 2), *np.round(1 - 10 ** -np.arange(1.5, 5.01, 0.25), 6))
+
+
+def operating_curve(model, config, scored: ScoredRecordings, thresholds: Sequence[float] = CURVE_THRESHOLDS) -> list[dict]:
+    """False alarms per hour and recall at one common threshold for every keyword, for each of ``thresholds``:
+    the detector's trade-off with no per-keyword tuning (a DET curve in the units a user notices)."""
+    negative_hours = hours(scored.negative, config.sample_rate)
+    curve = []
+    for threshold in thresholds:
+        common = {k: float(threshold) for k in model.keywords}
+        on_negative = match(scored.negative, [detect(model, config, s, common) for s in scored.scored_negative], model.keywords)
+        on_keyword = match(scored.keyword, [detect(model, config, s, common) for s in scored.scored_keyword], model.keywords)
+        curve.append({"threshold": float(threshold),
+                      "false_alarms_per_hour": round(sum(on_negative["false_alarms"].values()) / negative_hours, 2),
+                      "recall": round(on_keyword["hits"] / max(1, on_keyword["keywords_placed"]), 4)})
+    return curve
+
+
+def false_alarms_at_recall(curve: Sequence[dict], recall: float) -> float | None:
+    """The fewest false alarms per hour among the curve's points with at least ``recall``."""
+    reaching = [point["false_alarms_per_hour"] for point in curve if point["recall"] >= recall]
+    return min(reaching) if reaching else None
+
+
+def report(model, config, scored: ScoredRecordings) -> dict:
     """False alarms per hour on the negative hours and recall on the keyword recordings, one configuration."""
     rate = config.sample_rate
-    scored_negative = [score_recording(model, config, r.samples, vad) for r in negative]
-    scored_keyword = [score_recording(model, config, r.samples, vad) for r in keyword]
+    negative, keyword, vad = scored.negative, scored.keyword, scored.vad
+    scored_negative, scored_keyword = scored.scored_negative, scored.scored_keyword
     thresholds = dict(config.keyword_thresholds)
     on_negative = match(negative, [detect(model, config, s, thresholds) for s in scored_negative], model.keywords)
     on_keyword = match(keyword, [detect(model, config, s, thresholds) for s in scored_keyword], model.keywords)

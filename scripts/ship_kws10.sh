@@ -16,4 +16,5 @@ cp "$run"/plots/*.png artifacts/kws10/plots/
     | tee artifacts/kws10/export.txt
 "$bin/kws-stream-calibrate" service/models/kws10.onnx --target-per-hour 8 | tee artifacts/kws10/stream_calibration.txt
 "$bin/kws-parity" artifacts/kws10/model.pt service/models/kws10.onnx | tee artifacts/kws10/parity.txt
-"$bin/kws-robustness" service/models/kws10.onnx --json artifacts/kws10/robustness.json | tee artifacts/kws10/robustness.txt
+"$bin/kws-robustness" service/models/kws10.onnx --json artifacts/kws10/robustness.json \
+    --curve-plot artifacts/kws10/plots/stream_curve.png | tee artifacts/kws10/robustness.txt

@@ -165,8 +165,17 @@ def test_streaming_figures_end_to_end_on_one_minute(tmp_path, kws10_model):
     root = write_mini_gsc(tmp_path / "data")
     out = tmp_path / "streaming.json"
     assert robustness_main([str(kws10_model["plain"]), "--config", str(_config(tmp_path, root)),
-                            "--streaming-minutes", "1", "--json", str(out)]) == 0
+                            "--streaming-minutes", "1", "--json", str(out), "--curve-plot", str(tmp_path / "curve.png")]) == 0
     streaming = json.loads(out.read_text())["streaming"]
+    points = streaming["curve"]["points"]
+    assert [p["threshold"] for p in points] == sorted(p["threshold"] for p in points) and len(points) > 20
+    # the strictest common threshold finds no more keywords, and raises no more alarms, than the loosest
+    # (not point by point: a higher threshold can split one event into two)
+    assert points[-1]["recall"] <= points[0]["recall"]
+    assert points[-1]["false_alarms_per_hour"] <= points[0]["false_alarms_per_hour"]
+    at = streaming["curve"]["false_alarms_per_hour_at_recall"]
+    assert all(at[r] is None or at[r] == min(p["false_alarms_per_hour"] for p in points if p["recall"] >= float(r)) for r in at)
+    assert (tmp_path / "curve.png").stat().st_size > 10_000
     assert streaming["service"]["negative_hours"] == pytest.approx(1 / 60, abs=1e-3)
     assert not streaming["service"]["vad"] and streaming["with_vad"]["vad"]  # KWS_STREAM_VAD is off by default
     assert streaming["service"]["windows_scored_fraction"] == 1.0
