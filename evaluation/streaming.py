@@ -223,7 +223,8 @@ def match(recordings: Sequence[Recording], detections: Sequence[Sequence], keywo
                 hits += 1
             else:
                 false_alarms[detection.label] += 1
-                near = [p for p in recording.placed if p.start < detection.t_end + TOLERANCE_S and p.end > detection.t_start - TOLERANCE_S]
+                near = [p for p in recording.placed
+                        if p.start < detection.t_end + TOLERANCE_S and p.end > detection.t_start - TOLERANCE_S]
                 source = near[0].source or near[0].label if near else "background noise"
                 by_source[source] = by_source.get(source, 0) + 1
         for i, p in enumerate(recording.placed):
