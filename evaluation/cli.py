@@ -81,8 +81,9 @@ def headline(results: dict) -> dict[str, float]:
         figures["streaming false alarms per hour"] = shipped["false_alarms_per_hour"]
         figures["streaming keyword recall"] = shipped["recall"]
         at_bar = results["streaming"]["curve"]["false_alarms_per_hour_at_recall"]["0.85"]
-        name = "streaming false alarms per hour at recall 0.85 (common threshold)"
-        figures[name] = at_bar if at_bar is not None else float("inf")
+        if at_bar is not None:  # else no common threshold reaches that recall
+            figures["streaming false alarms per hour at recall 0.85 (common threshold)"] = at_bar
+        figures["streaming recall ceiling (lowest common threshold)"] = results["streaming"]["curve"]["points"][0]["recall"]
     return figures
 
 
@@ -166,10 +167,10 @@ def main(argv: list[str] | None = None) -> int:
     results["seconds"] = round(time.perf_counter() - started, 1)
     figures = headline(results)
     results["headline"] = figures
-    print(f"{'figure':<48}{'value':>10}   meets the bar")
+    print(f"{"figure":<66}{"value":>10}   meets the bar")
     for name, value in figures.items():
         shown = f"{value:.2f}" if "points" in name or "per hour" in name else f"{100 * value:.1f} %"
-        print(f"{name:<48}{shown:>10}   {meets(name, value)}")
+        print(f"{name:<66}{shown:>10}   {meets(name, value)}")
     print(f"level sweep accuracy: " + ", ".join(f"{g} dB {100 * v['accuracy']:.1f}" for g, v in results['levels']['by_gain_db'].items()))
     print(f"noise-only not a keyword by level (dBFS): {results['noise']['by_level']}")
     print(f"non-speech not a keyword by level (dBFS): {results['sounds']['by_level']}")
