@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     results["seconds"] = round(time.perf_counter() - started, 1)
     figures = headline(results)
     results["headline"] = figures
-    print(f"{"figure":<66}{"value":>10}   meets the bar")
+    print(f"{'figure':<66}{'value':>10}   meets the bar")
     for name, value in figures.items():
         shown = f"{value:.2f}" if "points" in name or "per hour" in name else f"{100 * value:.1f} %"
         print(f"{name:<66}{shown:>10}   {meets(name, value)}")
