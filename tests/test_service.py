@@ -14,6 +14,7 @@ import soundfile
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from model.vocabulary import SILENCE, UNKNOWN
 from service.app import create_app
 from service.settings import Settings
 from tests.audio_files import PYAV_FORMATS, SOUNDFILE_FORMATS, encode, tone
@@ -79,9 +80,16 @@ def test_recognize_response_contract(client):
     assert response.status_code == 200, response.text
     body = response.json()
     assert set(body) >= {"label", "score", "top_k", "audio", "latency_ms", "model"}
-    assert len(body["top_k"]) == 4 and body["top_k"][0] == {"label": body["label"], "score": body["score"]}
+    assert len(body["top_k"]) == 4
     scores = [item["score"] for item in body["top_k"]]
     assert scores == sorted(scores, reverse=True) and 0 < sum(scores) <= 1.0 + 1e-5
+    # label is the decision: the raw top label, or (a keyword below its threshold) _unknown_ / _silence_,
+    # and score is the score of that label (docs/api.md, "What the answer means")
+    labels = client.get("/v1/models").json()["labels"]
+    every = client.post(f"/v1/recognize?top_k={len(labels)}",
+                        files={"file": ("tone.wav", wav_bytes(tone()[:, 0]), "audio/wav")}).json()
+    assert {"label": body["label"], "score": body["score"]} in every["top_k"]
+    assert body["label"] in (body["top_k"][0]["label"], UNKNOWN, SILENCE)
     assert body["audio"] == {"duration_s": 1.0, "sample_rate": 16000, "channels": 1, "format": "wav"}
     assert set(body["latency_ms"]) == {"decode", "features", "queue", "inference", "vad", "total"}
     assert body["latency_ms"]["total"] >= body["latency_ms"]["inference"] > 0
