@@ -2,11 +2,11 @@
 # Ships a finished kws10 run: copies it into artifacts/kws10 (checkpoint, metrics, plots), exports the service's
 # ONNX model with calibrated scores and per-keyword thresholds, chooses its stream thresholds, checks parity
 # with PyTorch and measures it with kws-robustness (docs/recognition.md).
-# Usage: scripts/ship_kws10.sh runs/kws10 [VERSION]   (about 10 min on 2 cores; needs ../shared/data and .cache/synth)
+# Usage: scripts/ship_kws10.sh RUN_DIR VERSION, e.g. runs/kws10-2.1 2.1.0   (about 4 min on 2 cores; needs ../shared/data and .cache/synth)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-run="${1:?usage: scripts/ship_kws10.sh RUN_DIR [VERSION]}"
-version="${2:-2.0.0}"
+run="${1:?usage: scripts/ship_kws10.sh RUN_DIR VERSION}"
+version="${2:?usage: scripts/ship_kws10.sh RUN_DIR VERSION (the model version written into the ONNX metadata)}"
 bin=.venv/bin
 rm -rf artifacts/kws10 && mkdir -p artifacts/kws10/plots
 cp "$run/best.pt" artifacts/kws10/model.pt
