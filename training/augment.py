@@ -86,16 +86,6 @@ def write_noise_files(noise: list[np.ndarray], names: list[str], sample_rate: in
     return folder
 
 
-def shift_with_zeros(clip: np.ndarray, shift: int) -> np.ndarray:
-    """``clip`` moved ``shift`` samples later (earlier when negative), zeros where nothing was."""
-    moved = np.zeros_like(clip)
-    if shift >= 0:
-        moved[shift:] = clip[: len(clip) - shift]
-    else:
-        moved[:shift] = clip[-shift:]
-    return moved
-
-
 def word_shift(clip: np.ndarray, rate: int, max_shift_s: float, cut: bool, rng: np.random.Generator) -> int:
     """A shift (samples) that keeps the word whole inside the window, or with ``cut`` one that moves 30-70 %
     of it out of one side (the word's extent: :func:`model.speech.speech_extent`)."""
@@ -182,7 +172,7 @@ class Augmenter:
             clip = np.pad(stretched[start : start + length], (0, max(0, length - len(stretched) + start)))
         cut = cuttable and rng.random() < self.config.cut_word_probability
         if cut or (self.config.shift_keeps_word and self.config.time_shift_s > 0):
-            clip = shift_with_zeros(clip, word_shift(clip, self.sample_rate, self.config.time_shift_s, cut, rng))
+            clip = time_shift(clip, word_shift(clip, self.sample_rate, self.config.time_shift_s, cut, rng))
         self._reseed(rng)
         return self.speech_chain(clip.astype(np.float32), self.sample_rate).astype(np.float32)
 
