@@ -53,10 +53,10 @@ class Recording:
     placed: list[Placed]
 
 
-def build_recording(items: Sequence[tuple[np.ndarray, str] | tuple[np.ndarray, str, str]], noise: np.ndarray,
-                    seconds: float, rate: int, rng: np.random.Generator) -> Recording:
-    """``items`` (clip, keyword or "", and optionally what it is) at random, non-overlapping times over
-    ``noise``; a random SNR each."""
+def build_recording(items: Sequence[tuple[np.ndarray, str, str]], noise: np.ndarray, seconds: float, rate: int,
+                    rng: np.random.Generator) -> Recording:
+    """``items`` (clip, keyword or "", what it is) at random, non-overlapping times over ``noise``; a random
+    SNR each."""
     length = int(seconds * rate)
     start = int(rng.integers(len(noise)))
     background = np.resize(np.roll(noise, -start), length).astype(np.float32)
@@ -65,14 +65,14 @@ def build_recording(items: Sequence[tuple[np.ndarray, str] | tuple[np.ndarray, s
     samples, placed = background.copy(), []
     slot = length // max(1, len(items))  # one item per slot, at a random place inside it
     for index, item in enumerate(rng.permutation(len(items))):
-        clip, label, *what = items[item]
+        clip, label, source = items[item]
         clip = clip[: max(1, slot - rate // 2)]
         begin, end = speech_extent(clip, rate)
         power = float(np.mean(clip[begin:end] ** 2)) + 1e-12
         gain = np.sqrt(noise_power * 10 ** (rng.uniform(*SNR_DB) / 10) / power)
         offset = index * slot + int(rng.integers(max(1, slot - len(clip))))
         samples[offset : offset + len(clip)] += gain * clip
-        placed.append(Placed(label, (offset + begin) / rate, (offset + end) / rate, what[0] if what else label))
+        placed.append(Placed(label, (offset + begin) / rate, (offset + end) / rate, source))
     samples *= np.float32(10 ** (rng.uniform(*RECORDING_GAIN_DB) / 20))
     return Recording(np.clip(samples, -1.0, 1.0), sorted(placed, key=lambda p: p.start))
 
@@ -83,11 +83,8 @@ class Material:
 
     keywords: dict[str, list[np.ndarray]]
     others: list[np.ndarray]
+    sources: list[str]  # what each of ``others`` is (false alarms are reported by it)
     sounds: bool = False
-    sources: list[str] | None = None  # what each of ``others`` is (false alarms are reported by it)
-
-    def source(self, index: int) -> str:
-        return self.sources[index] if self.sources is not None else "other word"
 
 
 def material(data: Data, keywords: Sequence[str], rate: int, half: str) -> tuple[Material, Material]:
@@ -102,7 +99,7 @@ def material(data: Data, keywords: Sequence[str], rate: int, half: str) -> tuple
     validation = [r for r in rows if r["split"] == "validation" and r["word"] not in held_out and in_half(r["file"])]
     others = [r for r in validation if r["word"] not in keywords]
     spoken = Material({k: [read_audio(data.gsc / r["file"], rate) for r in validation if r["word"] == k] for k in keywords},
-                      [read_audio(data.gsc / r["file"], rate) for r in others], sources=["GSC other word"] * len(others))
+                      [read_audio(data.gsc / r["file"], rate) for r in others], ["GSC other word"] * len(others))
     negatives: list[np.ndarray] = []
     sources: list[str] = []
     if data.synth is not None and (data.synth / "manifest.csv").exists():
@@ -122,8 +119,8 @@ def material(data: Data, keywords: Sequence[str], rate: int, half: str) -> tuple
             sources += ["FSDD digit"] * len(digits)
     else:
         negatives += spoken.others  # the tuning speakers' other words
-        sources += [spoken.source(i) for i in range(len(spoken.others))]
-    return spoken, Material({}, negatives, sounds=half == "report", sources=sources)
+        sources += spoken.sources
+    return spoken, Material({}, negatives, sources, sounds=half == "report")
 
 
 def negative_recordings(negatives: Material, noises: list[np.ndarray], minutes: int, rate: int,
@@ -134,7 +131,7 @@ def negative_recordings(negatives: Material, noises: list[np.ndarray], minutes: 
         items = []
         for _ in range(NEGATIVE_WORDS_PER_MINUTE):
             index = int(order[used % len(order)])
-            items.append((negatives.others[index], "", negatives.source(index)))
+            items.append((negatives.others[index], "", negatives.sources[index]))
             used += 1
         if negatives.sounds:
             names = list(SOUNDS)
@@ -147,13 +144,13 @@ def negative_recordings(negatives: Material, noises: list[np.ndarray], minutes: 
 
 def keyword_recordings(spoken: Material, noises: list[np.ndarray], minutes: int, rate: int,
                        rng: np.random.Generator) -> list[Recording]:
-    pool = [(clip, k) for k, clips in spoken.keywords.items() for clip in clips]
+    pool = [(clip, k, k) for k, clips in spoken.keywords.items() for clip in clips]
     order, others = rng.permutation(len(pool)), rng.permutation(len(spoken.others))
     recordings = []
     for minute in range(minutes):
         items = [pool[order[(minute * KEYWORDS_PER_MINUTE + i) % len(pool)]] for i in range(KEYWORDS_PER_MINUTE)]
         chosen = [int(others[(minute * DISTRACTORS_PER_MINUTE + i) % len(others)]) for i in range(DISTRACTORS_PER_MINUTE)]
-        items += [(spoken.others[i], "", spoken.source(i)) for i in chosen]
+        items += [(spoken.others[i], "", spoken.sources[i]) for i in chosen]
         recordings.append(build_recording(items, noises[minute % len(noises)], 60.0, rate, rng))
     return recordings
 
@@ -216,16 +213,15 @@ def match(recordings: Sequence[Recording], detections: Sequence[Sequence], keywo
     for recording, found_here in zip(recordings, detections):
         matched: set[int] = set()
         for detection in found_here:
-            candidates = [i for i, p in enumerate(recording.placed) if p.label == detection.label and i not in matched
-                          and p.start < detection.t_end + TOLERANCE_S and p.end > detection.t_start - TOLERANCE_S]
+            near = [i for i, p in enumerate(recording.placed)
+                    if p.start < detection.t_end + TOLERANCE_S and p.end > detection.t_start - TOLERANCE_S]
+            candidates = [i for i in near if recording.placed[i].label == detection.label and i not in matched]
             if candidates:
                 matched.add(candidates[0])
                 hits += 1
             else:
                 false_alarms[detection.label] += 1
-                near = [p for p in recording.placed
-                        if p.start < detection.t_end + TOLERANCE_S and p.end > detection.t_start - TOLERANCE_S]
-                source = near[0].source or near[0].label if near else "background noise"
+                source = recording.placed[near[0]].source if near else "background noise"
                 by_source[source] = by_source.get(source, 0) + 1
         for i, p in enumerate(recording.placed):
             if p.label:
@@ -314,18 +310,26 @@ def score_recordings(model, config, negative: Sequence[Recording], keyword: Sequ
 CURVE_THRESHOLDS = (*np.round(np.arange(0.1, 0.95, 0.05), 2), *np.round(1 - 10 ** -np.arange(1.5, 5.01, 0.25), 6))
 
 
+def matched(model, config, scored: ScoredRecordings, thresholds: Mapping[str, float] | None) -> tuple[dict, dict]:
+    """:func:`match` of the detections at ``thresholds`` on the negative and on the keyword recordings."""
+    return (match(scored.negative, [detect(model, config, s, thresholds) for s in scored.scored_negative], model.keywords),
+            match(scored.keyword, [detect(model, config, s, thresholds) for s in scored.scored_keyword], model.keywords))
+
+
+def recall_of(on_keyword: dict) -> float:
+    return round(on_keyword["hits"] / max(1, on_keyword["keywords_placed"]), 4)
+
+
 def operating_curve(model, config, scored: ScoredRecordings, thresholds: Sequence[float] = CURVE_THRESHOLDS) -> list[dict]:
     """False alarms per hour and recall at one common threshold for every keyword, for each of ``thresholds``:
     the detector's trade-off with no per-keyword tuning (a DET curve in the units a user notices)."""
     negative_hours = hours(scored.negative, config.sample_rate)
     curve = []
     for threshold in thresholds:
-        common = {k: float(threshold) for k in model.keywords}
-        on_negative = match(scored.negative, [detect(model, config, s, common) for s in scored.scored_negative], model.keywords)
-        on_keyword = match(scored.keyword, [detect(model, config, s, common) for s in scored.scored_keyword], model.keywords)
+        on_negative, on_keyword = matched(model, config, scored, {k: float(threshold) for k in model.keywords})
         curve.append({"threshold": float(threshold),
                       "false_alarms_per_hour": round(sum(on_negative["false_alarms"].values()) / negative_hours, 2),
-                      "recall": round(on_keyword["hits"] / max(1, on_keyword["keywords_placed"]), 4)})
+                      "recall": recall_of(on_keyword)})
     return curve
 
 
@@ -339,11 +343,8 @@ def report(model, config, scored: ScoredRecordings) -> dict:
     """False alarms per hour on the negative hours and recall on the keyword recordings, one configuration."""
     rate = config.sample_rate
     negative, keyword, vad = scored.negative, scored.keyword, scored.vad
-    scored_negative, scored_keyword = scored.scored_negative, scored.scored_keyword
-    thresholds = dict(config.keyword_thresholds)
-    on_negative = match(negative, [detect(model, config, s, thresholds) for s in scored_negative], model.keywords)
-    on_keyword = match(keyword, [detect(model, config, s, thresholds) for s in scored_keyword], model.keywords)
-    everything = scored_negative + scored_keyword
+    on_negative, on_keyword = matched(model, config, scored, dict(config.keyword_thresholds))
+    everything = scored.scored_negative + scored.scored_keyword
     windows = sum(len(s.t_end) for s in everything)
     audio_hours = hours(negative, rate) + hours(keyword, rate)
     negative_alarms = sum(on_negative["false_alarms"].values())
@@ -352,7 +353,7 @@ def report(model, config, scored: ScoredRecordings) -> dict:
         "false_alarms_per_hour": round(negative_alarms / hours(negative, rate), 2),
         "false_alarms": negative_alarms, "false_alarms_by_keyword": on_negative["false_alarms"],
         "false_alarms_by_source": on_negative["false_alarms_by_source"],
-        "recall": round(on_keyword["hits"] / max(1, on_keyword["keywords_placed"]), 4),
+        "recall": recall_of(on_keyword),
         "keywords_placed": on_keyword["keywords_placed"], "per_keyword_recall": on_keyword["per_keyword_recall"],
         "false_alarms_on_keyword_recordings_per_hour": round(sum(on_keyword["false_alarms"].values()) / hours(keyword, rate), 2),
         "windows_scored_fraction": round(sum(s.scored for s in everything) / max(1, windows), 4),

@@ -101,7 +101,7 @@ def test_recordings_place_every_item_apart_and_matching_counts_hits_and_false_al
     rate = 16000
     rng = np.random.default_rng(0)
     word = (np.sin(np.arange(rate // 2) / 3) * np.hanning(rate // 2)).astype(np.float32)
-    items = [(word, "yes"), (word, "", "FSDD digit"), (word, "no"), (word, "", "FSDD digit")]
+    items = [(word, "yes", "yes"), (word, "", "FSDD digit"), (word, "no", "no"), (word, "", "FSDD digit")]
     recording = build_recording(items, (0.01 * rng.standard_normal(rate * 3)).astype(np.float32), 20.0, rate, rng)
     assert len(recording.samples) == 20 * rate and np.abs(recording.samples).max() <= 1.0
     spans = sorted((p.start, p.end) for p in recording.placed)
