@@ -148,8 +148,9 @@ def keyword_recordings(spoken: Material, noises: list[np.ndarray], minutes: int,
     order, others = rng.permutation(len(pool)), rng.permutation(len(spoken.others))
     recordings = []
     for minute in range(minutes):
-        items = [pool[order[(minute * KEYWORDS_PER_MINUTE + i) % len(pool)]] for i in range(KEYWORDS_PER_MINUTE)]
-        chosen = [int(others[(minute * DISTRACTORS_PER_MINUTE + i) % len(others)]) for i in range(DISTRACTORS_PER_MINUTE)]
+        items = [pool[order[(minute * KEYWORDS_PER_MINUTE + i) % len(pool)]] for i in range(KEYWORDS_PER_MINUTE * bool(pool))]
+        chosen = [int(others[(minute * DISTRACTORS_PER_MINUTE + i) % len(others)])
+                  for i in range(DISTRACTORS_PER_MINUTE * bool(len(others)))]  # a half may have no other words
         items += [(spoken.others[i], "", spoken.sources[i]) for i in chosen]
         recordings.append(build_recording(items, noises[minute % len(noises)], 60.0, rate, rng))
     return recordings

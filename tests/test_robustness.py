@@ -180,3 +180,22 @@ def test_streaming_figures_end_to_end_on_one_minute(tmp_path, kws10_model):
     assert not streaming["service"]["vad"] and streaming["with_vad"]["vad"]  # KWS_STREAM_VAD is off by default
     assert streaming["service"]["windows_scored_fraction"] == 1.0
     assert streaming["with_vad"]["windows_scored_fraction"] < 1.0  # the VAD skips the windows without speech
+
+
+def test_stream_choices_measure_each_smoothing_and_target_on_both_halves(tmp_path, kws10_model):
+    from evaluation.stream_choices import main as choices_main
+
+    root = write_mini_gsc(tmp_path / "data")
+    out = tmp_path / "choices.json"
+    assert choices_main([str(kws10_model["plain"]), "--config", str(_config(tmp_path, root)), "--hops", "1,3",
+                         "--targets", "2,8", "--minutes", "1", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())
+    tuned = [r for r in rows if "target_per_hour" in r]
+    assert {(r["hops"], r["half"], r["target_per_hour"]) for r in tuned} == {
+        (h, half, t) for h in (1, 3) for half in ("tune", "report") for t in (2.0, 8.0)}
+    assert all(0.0 <= r["recall"] <= 1.0 and r["false_alarms_per_hour"] >= 0 for r in tuned)
+    # the same thresholds on both halves: tuned once, on the tuning recordings
+    for hops in (1, 3):
+        pair = [r["thresholds"] for r in tuned if r["hops"] == hops and r["target_per_hour"] == 8.0]
+        assert pair[0] == pair[1]
+    assert len([r for r in rows if "common_threshold_curve" in r]) == 4
