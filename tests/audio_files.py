@@ -80,7 +80,8 @@ def write_mini_gsc(root: Path, rate: int = 16000) -> Path:
     rows = []
     for kind, text, split, count in (("keyword", "yes", "train", 2), ("common", "table", "train", 5),
                                      ("common", "chair", "validation", 2), ("common", "lamp", "validation", 3),
-                                     ("common", "happy", "train", 1)):
+                                     ("common", "happy", "train", 1),
+                                     ("near_miss", "yet", "train", 3)):
         (synth / kind).mkdir(parents=True, exist_ok=True)
         for k in range(count):
             name = f"{kind}/{text}_{k:03d}.flac"

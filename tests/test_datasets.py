@@ -140,7 +140,8 @@ def test_kws10_holds_out_words_mixes_synthetic_speech_and_balances_epochs(tmp_pa
     counts = np.bincount(labels, minlength=10)
     assert counts[KWS10_LABELS.index("yes")] == 4 and counts[KWS10_LABELS.index("up")] == 4
     assert counts[KWS10_LABELS.index(UNKNOWN)] == 6 and counts[KWS10_LABELS.index(SILENCE)] == 4
-    synthetic_unknown = [i for i in order if i < len(dataset.train) and dataset.train.names[i].startswith("synthetic/common")]
+    synthetic_unknown = [i for i in order if i < len(dataset.train) and dataset.train.names[i].startswith("synthetic/")
+                         and dataset.train.labels[i] == KWS10_LABELS.index(UNKNOWN)]
     assert len(synthetic_unknown) == 3
     inputs = dataset.train.batch_inputs(order, rng, AugmentConfig(gain_db_min=-40, gain_db_max=30, speed_probability=1.0))
     assert inputs.shape == (len(order), 40, 101) and np.isfinite(inputs).all()
@@ -162,6 +163,21 @@ def test_non_speech_clips_span_the_configured_levels_and_the_run_is_reproducible
     speech = np.sin(np.arange(16000) / 5).astype(np.float32) * 0.5
     loud = Augmenter(AugmentConfig(gain_db_min=30, gain_db_max=30, noise_probability=0.0), 16000, noise)
     assert np.abs(loud.speech(speech, np.random.default_rng(1))).max() == pytest.approx(1.0)  # clipped like an ADC
+
+
+def test_near_misses_get_a_pool_of_their_own_on_top_of_the_unknown_draws(tmp_path):
+    root = write_mini_gsc(tmp_path)
+    data = DataConfig(task="kws10", root=str(root / "gsc"), synth_root=str(root / "synth"), held_out_words=("happy",),
+                      keyword_clips_per_epoch=4, unknown_clips_per_epoch=6, synthetic_unknown_fraction=0.5,
+                      near_miss_clips_per_epoch=5, silence_fraction=0.0)
+    train = load_dataset(data, FeatureConfig()).train
+    assert train.epoch_size == 4 + 4 + 6 + 5
+    for seed in range(5):
+        drawn = [train.names[i] for i in train.epoch_order(np.random.default_rng(seed)) if i < len(train)]
+        assert sum(n.startswith("synthetic/near_miss/") for n in drawn) == 5  # its own 5, none from the general pool
+        assert sum(n.startswith("synthetic/common/") for n in drawn) == 3
+    labels = dict(zip(train.names, train.labels))
+    assert labels["synthetic/near_miss/yet_000.flac"] == KWS10_LABELS.index(UNKNOWN)
 
 
 def test_synthetic_keyword_fraction_fixes_the_share_of_synthetic_keyword_draws(tmp_path):

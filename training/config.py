@@ -38,6 +38,10 @@ class DataConfig:
     keyword_clips_per_epoch: int = 0  # kws10: draws per keyword per epoch (balanced classes); 0 = every clip once
     unknown_clips_per_epoch: int = 0  # kws10, with keyword_clips_per_epoch: draws of _unknown_ per epoch
     synthetic_unknown_fraction: float = 0.5  # ... of which this share comes from the synthetic corpus
+    # Draws per epoch of the synthetic near-misses (rhymes, minimal pairs) in a pool of their own, on top of
+    # the _unknown_ draws; 0 = they are ordinary synthetic unknowns. They are the hard negatives: most
+    # false alarms fall on them, and in the general pool they are a fifth of the synthetic unknowns.
+    near_miss_clips_per_epoch: int = 0
     # Share of each keyword's draws taken from its synthetic clips; 0 = one pool, real and synthetic alike.
     # Synthetic speech is most of the synthetic unknowns: without enough synthetic keywords beside them,
     # "synthetic" would predict "not a keyword".

@@ -155,6 +155,7 @@ def load_gsc(data: DataConfig, features: FeatureConfig, seed: int = 0) -> Datase
 
     extra: dict[str, ClipSet] = {}
     train = clip_set(train_items, noise_train)
+    near_miss_names: set[str] = set()
     if kws10 and data.synth_root:
         synth_root = Path(data.synth_root)
         rows = [r for r in read_synthetic_manifest(synth_root) if r["text"] not in held_out]
@@ -170,6 +171,7 @@ def load_gsc(data: DataConfig, features: FeatureConfig, seed: int = 0) -> Datase
                 noise_dir=noise_train if split == "train" else noise_validation, rooms_dir=rooms)
             if split == "train":
                 train = _concatenate(train, synthetic)
+                near_miss_names = {f"synthetic/{r['file']}" for r in part if r["kind"] == "near_miss"}
             else:
                 extra["synthetic_calibration"] = synthetic
     speech_per_epoch = len(train)
@@ -188,9 +190,17 @@ def load_gsc(data: DataConfig, features: FeatureConfig, seed: int = 0) -> Datase
                 train.pools.append(Pool(word, np.flatnonzero(train.labels == i), per_keyword))
         synthetic_unknown = int(round(unknown_draws * data.synthetic_unknown_fraction))
         is_unknown = train.labels == unknown_index
+        near_miss = np.array([n in near_miss_names for n in train.names], dtype=bool)
+        if data.near_miss_clips_per_epoch == 0:
+            near_miss[:] = False
         train.pools += [Pool("real unknown", np.flatnonzero(is_unknown & ~synthetic),
                              unknown_draws - synthetic_unknown),
-                        Pool("synthetic unknown", np.flatnonzero(is_unknown & synthetic), synthetic_unknown)]
+                        Pool("synthetic unknown", np.flatnonzero(is_unknown & synthetic & ~near_miss), synthetic_unknown)]
+        if near_miss.any():
+            near_miss_draws = data.near_miss_clips_per_epoch
+            if data.limit_per_class is not None:
+                near_miss_draws = min(near_miss_draws, data.limit_per_class)
+            train.pools.append(Pool("synthetic near-miss", np.flatnonzero(is_unknown & near_miss), near_miss_draws))
         speech_per_epoch = train.epoch_size
     if kws10 and recordings:
         train.silence_label = labels.index(SILENCE)
