@@ -177,9 +177,10 @@ def load_gsc(data: DataConfig, features: FeatureConfig, seed: int = 0) -> Datase
     speech_per_epoch = len(train)
     if kws10 and data.keyword_clips_per_epoch > 0:
         synthetic = np.array([n.startswith("synthetic/") for n in train.names], dtype=bool)
-        per_keyword, unknown_draws = data.keyword_clips_per_epoch, data.unknown_clips_per_epoch
+        draws = (data.keyword_clips_per_epoch, data.unknown_clips_per_epoch, data.near_miss_clips_per_epoch)
         if data.limit_per_class is not None:  # smoke tests: an epoch as small as the clips it draws from
-            per_keyword, unknown_draws = min(per_keyword, data.limit_per_class), min(unknown_draws, data.limit_per_class)
+            draws = tuple(min(d, data.limit_per_class) for d in draws)
+        per_keyword, unknown_draws, near_miss_draws = draws
         synthetic_draws = int(round(per_keyword * data.synthetic_keyword_fraction))
         train.pools = []
         for i, word in enumerate(KWS10_KEYWORDS):
@@ -190,17 +191,12 @@ def load_gsc(data: DataConfig, features: FeatureConfig, seed: int = 0) -> Datase
                 train.pools.append(Pool(word, np.flatnonzero(train.labels == i), per_keyword))
         synthetic_unknown = int(round(unknown_draws * data.synthetic_unknown_fraction))
         is_unknown = train.labels == unknown_index
-        near_miss = np.array([n in near_miss_names for n in train.names], dtype=bool)
-        if data.near_miss_clips_per_epoch == 0:
-            near_miss[:] = False
+        # with no near-miss draws the near-misses stay in the synthetic pool (theirs is then empty)
+        near_miss = np.array([near_miss_draws > 0 and n in near_miss_names for n in train.names], dtype=bool)
         train.pools += [Pool("real unknown", np.flatnonzero(is_unknown & ~synthetic),
                              unknown_draws - synthetic_unknown),
-                        Pool("synthetic unknown", np.flatnonzero(is_unknown & synthetic & ~near_miss), synthetic_unknown)]
-        if near_miss.any():
-            near_miss_draws = data.near_miss_clips_per_epoch
-            if data.limit_per_class is not None:
-                near_miss_draws = min(near_miss_draws, data.limit_per_class)
-            train.pools.append(Pool("synthetic near-miss", np.flatnonzero(is_unknown & near_miss), near_miss_draws))
+                        Pool("synthetic unknown", np.flatnonzero(is_unknown & synthetic & ~near_miss), synthetic_unknown),
+                        Pool("synthetic near-miss", np.flatnonzero(is_unknown & near_miss), near_miss_draws)]
         speech_per_epoch = train.epoch_size
     if kws10 and recordings:
         train.silence_label = labels.index(SILENCE)
