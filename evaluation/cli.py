@@ -30,14 +30,13 @@ def streaming_results(model, data, minutes: int, seed: int) -> dict:
     defaults), and what each of the two does: the other VAD setting, and one common threshold instead."""
     from dataclasses import replace
 
-    from evaluation.streaming import (build_recordings, false_alarms_at_recall, operating_curve, report, score_recordings,
-                                      stream_config)
+    from evaluation.streaming import (build_recordings, false_alarms_at_recall, keyword_minutes_for, operating_curve, report,
+                                      score_recordings, stream_config)
 
     from service.settings import Settings
 
     config, vad = stream_config(model), Settings().stream_vad
-    keyword_minutes = max(6, minutes * 2 // 5)  # an hour of negatives: 24 min, 240 keywords
-    negative, keyword = build_recordings(data, model, "report", minutes, keyword_minutes, seed)
+    negative, keyword = build_recordings(data, model, "report", minutes, keyword_minutes_for(minutes), seed)
     served = score_recordings(model, config, negative, keyword, vad)
     other = score_recordings(model, config, negative, keyword, not vad)
     results = {"service": report(model, config, served), "without_vad" if vad else "with_vad": report(model, config, other)}

@@ -27,8 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     from threadpoolctl import threadpool_limits
 
     from evaluation.cli import _data
-    from evaluation.streaming import (build_recordings, hours, matched, operating_curve, recall_of, score_recordings,
-                                      stream_config, tune_thresholds)
+    from evaluation.streaming import (build_recordings, hours, keyword_minutes_for, matched, operating_curve, recall_of,
+                                      score_recordings, stream_config, tune_thresholds)
     from service.inference import KeywordModel
 
     data = _data(args.config, None)
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     threadpool_limits(limits=1, user_api="blas")
     model = KeywordModel.load(args.model)
     config = stream_config(model)
-    keyword_minutes = max(6, args.minutes * 2 // 5)  # as kws-robustness
+    keyword_minutes = keyword_minutes_for(args.minutes)  # as kws-robustness
     halves = {half: score_recordings(model, config, *build_recordings(data, model, half, args.minutes, keyword_minutes, 0),
                                      vad=False) for half in ("tune", "report")}
     rows = []

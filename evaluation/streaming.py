@@ -282,6 +282,11 @@ def stream_config(model, settings=None):
                         json.loads(raw) if raw else {})
 
 
+def keyword_minutes_for(negative_minutes: int) -> int:
+    """Minutes of keyword recordings beside ``negative_minutes`` of negatives: an hour gives 24 min, 240 keywords."""
+    return max(6, negative_minutes * 2 // 5)
+
+
 def build_recordings(data: Data, model, half: str, negative_minutes: int, keyword_minutes: int, seed: int):
     rate = model.features.sample_rate
     rng = np.random.default_rng([seed, 0 if half == "report" else 1])
