@@ -162,6 +162,41 @@ def test_resume_reads_checkpoints_whose_history_is_json_text(shd_root, tmp_path)
     assert [r["epoch"] for r in resume["history"]] == [1, 2] and resume["next_epoch"] == 2
 
 
+@pytest.mark.slow
+def test_a_moving_average_is_what_the_run_chooses_saves_and_resumes(shd_root, tmp_path):
+    """train.ema_decay: best.pt holds the average (not the training weights), updated every step, and a resumed
+    run continues the same average instead of starting a new one from the restored weights."""
+    out = tmp_path / "run"
+    args = ["--out", str(out), "--no-progress"]
+    for value in tiny_overrides(shd_root) + ["train.epochs=2", "train.ema_decay=0.9", "train.lr_weights=3e-3"]:
+        args += ["--set", value]
+    assert train_main(args + ["--stop-after", "1"]) == 0
+    first = load_checkpoint(out / "last.pt")
+    average = first.resume["average"]
+    steps = int(average["n_averaged"]) - 1  # the first update copies the starting network
+    assert steps > 0
+    averaged = {k.removeprefix("module."): v for k, v in average.items() if k.startswith("module.")}
+    best = load_checkpoint(out / "best.pt").raw["state_dict"]  # epoch 1 is the best so far: the average then
+    assert set(best) == set(averaged)
+    assert all(torch.equal(best[k], averaged[k]) for k in best)
+    training = first.raw["state_dict"]
+    assert any(not torch.equal(training[k], averaged[k]) for k in training if training[k].is_floating_point())
+    history = json.loads((out / "metrics.json").read_text())
+    assert 0 <= history[0]["val_accuracy_training_weights"] <= 1
+
+    assert train_main(args + ["--resume"]) == 0
+    assert int(load_checkpoint(out / "last.pt").resume["average"]["n_averaged"]) == 1 + 2 * steps
+
+
+def test_the_moving_average_refuses_a_decay_outside_its_range():
+    from training.averaging import moving_average
+
+    model = DelaySNN(ModelConfig(input_size=4, hidden_sizes=(5,), num_classes=2, max_delay=5))
+    assert moving_average(model, 0.0) is None
+    with pytest.raises(ValueError, match="ema_decay"):
+        moving_average(model, 1.0)
+
+
 def test_resume_refuses_a_finished_network_and_points_at_init_from(tmp_path, capsys):
     """The shipped artifacts/kws10/model.pt is a trained network without optimiser state: not resumable."""
     out = tmp_path / "run"

@@ -104,6 +104,8 @@ class TrainConfig:
     eval_batch_size: int = 256
     device: str = "auto"  # "auto" (CUDA when present), "cpu", "cuda"
     kernel_snapshot_neurons: int = 4  # neurons of the last hidden layer whose delay kernels are plotted
+    # > 0: a moving average of the network (training/averaging.py) is evaluated, chosen and saved; 0: off
+    ema_decay: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,9 @@ class EpochRecord:
     position_grad_norm: list[float] = field(default_factory=list)
     delay_shift: list[float] = field(default_factory=list)
     delays_changed: list[float] = field(default_factory=list)
+    # With train.ema_decay: the discretised validation accuracy of the training weights (val_accuracy is the
+    # average's); NaN without an average.
+    val_accuracy_training_weights: float = math.nan
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -81,12 +84,14 @@ class ResumeState:
     next_epoch: int
     elapsed_s: float
     torch_rng: torch.Tensor
+    average: dict[str, Any] | None = None  # the moving average's state dict (train.ema_decay), else None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "optimizers": self.optimizers, "schedulers": self.schedulers,
             "history": [record.to_dict() for record in self.history], "best": asdict(self.best),
             "next_epoch": self.next_epoch, "elapsed_s": self.elapsed_s, "torch_rng": self.torch_rng,
+            "average": self.average,
         }
 
     @classmethod
@@ -101,6 +106,7 @@ class ResumeState:
             history=[EpochRecord.from_dict(row) for row in history],
             best=BestEpoch(epoch=int(best["epoch"]), accuracy=float(best["accuracy"])),
             next_epoch=int(saved["next_epoch"]), elapsed_s=float(saved["elapsed_s"]), torch_rng=saved["torch_rng"],
+            average=saved.get("average"),
         )
 
 

@@ -29,10 +29,12 @@ from typing import Any, Callable
 import numpy as np
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel
 
 from model.checkpoint import load_checkpoint, save_checkpoint
 from model.delays import DelayMode, sigma_schedule
 from model.network import DelaySNN, class_scores, readout_loss
+from training.averaging import average_state, averaged_network, moving_average
 from training.config import ExperimentConfig
 from training.datasets import Dataset, load_dataset
 from training.delay_diagnostics import delay_shift, initial_delays, position_grad_norms
@@ -95,6 +97,11 @@ class Run:
     snapshots: dict[str, np.ndarray] = field(default_factory=dict)
     initial_delays: list[torch.Tensor] = field(default_factory=list)  # learned layers' delays at the start
     environment: dict[str, str] = field(default_factory=environment_info)
+    average: AveragedModel | None = None  # train.ema_decay: the network evaluated, chosen and saved
+
+    def selected_network(self, sigma: float) -> DelaySNN:
+        """What an epoch evaluates and ``best.pt`` holds: the moving average when there is one."""
+        return averaged_network(self.average, self.model, sigma)
 
     @property
     def learned(self) -> bool:
@@ -135,6 +142,7 @@ def start_run(
         network=model, optimizers=optimizers, schedulers=schedulers, steps_per_epoch=steps,
         autocast=(lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if use_bf16 else nullcontext,
         log=log, init_from=init_from, initial_delays=start_delays,
+        average=moving_average(model, train_cfg.ema_decay),
     )
     if resumed is not None:
         restore(run, resumed)
@@ -163,6 +171,8 @@ def restore(run: Run, resumed: Resumed) -> None:
     run.history, run.best = list(state.history), state.best
     run.start_epoch, run.elapsed_before = state.next_epoch, state.elapsed_s
     torch.set_rng_state(state.torch_rng)
+    if run.average is not None and state.average is not None:
+        run.average.load_state_dict(state.average)
     if (run.out_dir / SNAPSHOTS).exists():
         run.snapshots = dict(np.load(run.out_dir / SNAPSHOTS))
 
@@ -252,6 +262,8 @@ def train_epoch(run: Run, epoch: int, progress: bool = False) -> EpochStats:
         for scheduler in run.schedulers:
             scheduler.step()
         run.model.clamp_positions()
+        if run.average is not None:
+            run.average.update_parameters(run.model)
         stats.loss_sum += float(loss.detach()) * len(batch)
         stats.correct += float((class_scores(output.potentials.detach()).argmax(1) == targets).sum())
         stats.seen += len(batch)
@@ -282,10 +294,12 @@ def agree_after_epoch(run: Run, epoch: int, stats: EpochStats) -> EpochStats:
 def record_epoch(run: Run, epoch: int, sigma: float, stats: EpochStats, epoch_seconds: float, elapsed: float) -> EpochRecord:
     """Rank 0 after each epoch: validation, the history row, ``best.pt`` when it improved, ``last.pt``,
     kernel snapshots at the middle and end, ``metrics.csv``/``metrics.json``."""
-    train_cfg, model = run.config.train, run.model
+    train_cfg, model = run.config.train, run.selected_network(sigma)
     validation = evaluate(model, run.dataset.validation, train_cfg.eval_batch_size, True, run.device)
     continuous = (evaluate(model, run.dataset.validation, train_cfg.eval_batch_size, False, run.device)
                   if run.learned else validation)
+    training_weights = (evaluate(run.model, run.dataset.validation, train_cfg.eval_batch_size, True, run.device).accuracy
+                        if run.average is not None else float("nan"))
     shifts, changed = delay_shift(model, run.initial_delays) if run.learned else ([], [])
     record = EpochRecord(
         epoch=epoch + 1, sigma=float(sigma),
@@ -296,12 +310,13 @@ def record_epoch(run: Run, epoch: int, sigma: float, stats: EpochStats, epoch_se
         val_accuracy_continuous=continuous.accuracy, val_spikes_per_clip=validation.spikes_per_clip,
         epoch_seconds=epoch_seconds,
         position_grad_norm=[total / max(1, stats.steps) for total in stats.position_grad_norm_sum],
-        delay_shift=shifts, delays_changed=changed,
+        delay_shift=shifts, delays_changed=changed, val_accuracy_training_weights=training_weights,
     )
     run.history.append(record)
     run.log(f"epoch {epoch + 1:3d}  sigma {sigma:6.3f}  loss {record.train_loss:.4f}  "
             f"train {record.train_accuracy:.4f}  val {validation.accuracy:.4f} "
             f"(continuous {continuous.accuracy:.4f})  {record.epoch_seconds:.0f}s"
+            + (f"  training weights {training_weights:.4f}" if run.average is not None else "")
             + (f"  |Δd| {' '.join(f'{x:.2f}' for x in shifts)}" if shifts else ""))
     common = dict(name=run.config.name, labels=run.dataset.labels, feature_config=run.config.features)
     training_info = {"config": run.config.to_dict(), "epoch": epoch + 1, "elapsed_s": elapsed,
@@ -317,8 +332,10 @@ def record_epoch(run: Run, epoch: int, sigma: float, stats: EpochStats, epoch_se
     resume = ResumeState(
         optimizers=[o.state_dict() for o in run.optimizers], schedulers=[s.state_dict() for s in run.schedulers],
         history=run.history, best=run.best, next_epoch=epoch + 1, elapsed_s=elapsed, torch_rng=torch.get_rng_state(),
+        average=average_state(run.average),
     )
-    save_checkpoint(run.out_dir / LAST, model, training=training_info, metrics=metrics, resume=resume.to_dict(), **common)
+    # last.pt holds the training weights (what --resume continues), its resume state the average.
+    save_checkpoint(run.out_dir / LAST, run.model, training=training_info, metrics=metrics, resume=resume.to_dict(), **common)
     write_history(run.out_dir, run.history)
     return record
 
