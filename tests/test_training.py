@@ -197,6 +197,33 @@ def test_the_moving_average_refuses_a_decay_outside_its_range():
         moving_average(model, 1.0)
 
 
+def test_a_widened_network_starts_as_the_trained_one_and_its_new_neurons_can_learn():
+    from training.widening import load_widened
+
+    torch.manual_seed(0)
+    small = DelaySNN(ModelConfig(input_size=6, hidden_sizes=(8, 8), num_classes=3, max_delay=5))
+    small.set_sigma(0.23)
+    small.train()
+    small(torch.randn(4, 6, 20))  # batch-norm statistics that are not the defaults
+    small.eval()
+    wide = DelaySNN(ModelConfig(input_size=6, hidden_sizes=(11, 13), num_classes=3, max_delay=5))
+    widened = load_widened(wide, small.state_dict())
+    wide.set_sigma(0.23)
+    wide.eval()
+    assert "hidden.1.synapses.dcls.weight" in widened and "readout_synapses.dcls.weight" in widened
+    x = torch.randn(5, 6, 20)
+    for discrete in (True, False):
+        assert torch.allclose(wide(x, discrete_delays=discrete).potentials, small(x, discrete_delays=discrete).potentials,
+                              atol=1e-6)
+    # The new neurons spike: their (zero) outgoing weights get a gradient.
+    wide.train()
+    wide(x).potentials.square().sum().backward()
+    assert wide.readout_synapses.dcls.weight.grad[:, 8:].abs().sum() > 0
+    with pytest.raises(ValueError, match="only widen"):
+        load_widened(DelaySNN(ModelConfig(input_size=6, hidden_sizes=(4, 8), num_classes=3, max_delay=5)),
+                     small.state_dict())
+
+
 def test_resume_refuses_a_finished_network_and_points_at_init_from(tmp_path, capsys):
     """The shipped artifacts/kws10/model.pt is a trained network without optimiser state: not resumable."""
     out = tmp_path / "run"

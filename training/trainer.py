@@ -45,6 +45,7 @@ from training.evaluation import evaluate
 from training.optimisation import build_optimizers
 from training.outputs import BEST, LAST, SNAPSHOTS, finalise, kernel_snapshot, write_history
 from training.resume import BestEpoch, EpochRecord, Resumed, ResumeState, load_resumable
+from training.widening import load_widened
 
 
 # -- the environment ----------------------------------------------------------------------------
@@ -129,9 +130,9 @@ def start_run(
         model_config = replace(model_config, input_size=dataset.input_size, num_classes=len(dataset.labels))
     model = DelaySNN(model_config).to(device)
     if init_from is not None and resumed is None:
-        # Fine-tuning: start from another run's weights and positions (same architecture).
-        model.load_state_dict(load_checkpoint(init_from).raw["state_dict"])
-        log(f"initialised from {init_from}")
+        # Fine-tuning: start from another run's weights and positions (same architecture, or wider hidden layers).
+        widened = load_widened(model, load_checkpoint(init_from).raw["state_dict"])
+        log(f"initialised from {init_from}" + (f" (widened: {len(widened)} tensors)" if widened else ""))
     # Before restore(): a fresh network of this configuration holds the positions the run started from.
     start_delays = initial_delays(model)
     steps = steps_per_epoch(dataset.train.epoch_size, train_cfg.batch_size, dist.world_size)
