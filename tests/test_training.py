@@ -188,6 +188,24 @@ def test_a_moving_average_is_what_the_run_chooses_saves_and_resumes(shd_root, tm
     assert int(load_checkpoint(out / "last.pt").resume["average"]["n_averaged"]) == 1 + 2 * steps
 
 
+@pytest.mark.slow
+def test_init_from_refuses_a_network_of_other_labels(shd_root, tmp_path, capsys):
+    out = tmp_path / "three"
+    args = ["--out", str(out), "--no-progress"]
+    for value in tiny_overrides(shd_root) + ["train.epochs=1"]:
+        args += ["--set", value]
+    assert train_main(args) == 0
+    four = tmp_path / "four"
+    four.mkdir()
+    write_shd_file(four / "shd_train.h5", samples=48, classes=4)
+    write_shd_file(four / "shd_test.h5", samples=12, classes=4, seed=1)
+    args = ["--out", str(tmp_path / "other"), "--no-progress", "--init-from", str(out / "best.pt")]
+    for value in tiny_overrides(four) + ["train.epochs=1"]:
+        args += ["--set", value]
+    assert train_main(args) == 2
+    assert "its labels ['0', '1', '2'] are not this run's" in capsys.readouterr().err
+
+
 def test_the_moving_average_refuses_a_decay_outside_its_range():
     from training.averaging import moving_average
 
@@ -207,7 +225,7 @@ def test_a_widened_network_starts_as_the_trained_one_and_its_new_neurons_can_lea
     small(torch.randn(4, 6, 20))  # batch-norm statistics that are not the defaults
     small.eval()
     wide = DelaySNN(ModelConfig(input_size=6, hidden_sizes=(11, 13), num_classes=3, max_delay=5))
-    widened = load_widened(wide, small.state_dict())
+    widened = load_widened(wide, small.state_dict(), small.config)
     wide.set_sigma(0.23)
     wide.eval()
     assert "hidden.1.synapses.dcls.weight" in widened and "readout_synapses.dcls.weight" in widened
@@ -221,7 +239,12 @@ def test_a_widened_network_starts_as_the_trained_one_and_its_new_neurons_can_lea
     assert wide.readout_synapses.dcls.weight.grad[:, 8:].abs().sum() > 0
     with pytest.raises(ValueError, match="only widen"):
         load_widened(DelaySNN(ModelConfig(input_size=6, hidden_sizes=(4, 8), num_classes=3, max_delay=5)),
-                     small.state_dict())
+                     small.state_dict(), small.config)
+    # Same shapes or wider ones, but another network: more classes, or positions that mean other delays.
+    for other in (ModelConfig(input_size=6, hidden_sizes=(8, 8), num_classes=4, max_delay=5),
+                  ModelConfig(input_size=6, hidden_sizes=(8, 8), num_classes=3, max_delay=9)):
+        with pytest.raises(ValueError, match="more than its hidden widths"):
+            load_widened(DelaySNN(other), small.state_dict(), small.config)
 
 
 def test_resume_refuses_a_finished_network_and_points_at_init_from(tmp_path, capsys):

@@ -11,8 +11,6 @@ training weights are what is evaluated, as before.
 
 from __future__ import annotations
 
-from typing import Any
-
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from model.network import DelaySNN
@@ -38,6 +36,3 @@ def averaged_network(average: AveragedModel | None, model: DelaySNN, sigma: floa
     network.set_sigma(sigma)
     return network
 
-
-def average_state(average: AveragedModel | None) -> dict[str, Any] | None:
-    return None if average is None else average.state_dict()

@@ -55,12 +55,13 @@ def main(argv: list[str] | None = None) -> int:
     from training.datasets import DatasetMissingError
     from training.resume import NotResumableError
     from training.trainer import fit
+    from training.widening import IncompatibleInitError
 
     out = args.out or Path("runs") / config.name
     try:
         fit(config, out, resume=args.resume, progress=not args.no_progress and sys.stderr.isatty(),
             stop_after=args.stop_after, init_from=args.init_from)
-    except (DatasetMissingError, NotResumableError) as error:
+    except (DatasetMissingError, NotResumableError, IncompatibleInitError) as error:
         print(f"kws-train: {error}", file=sys.stderr)
         return 2
     return 0

@@ -34,7 +34,7 @@ from torch.optim.swa_utils import AveragedModel
 from model.checkpoint import load_checkpoint, save_checkpoint
 from model.delays import DelayMode, sigma_schedule
 from model.network import DelaySNN, class_scores, readout_loss
-from training.averaging import average_state, averaged_network, moving_average
+from training.averaging import averaged_network, moving_average
 from training.config import ExperimentConfig
 from training.datasets import Dataset, load_dataset
 from training.delay_diagnostics import delay_shift, initial_delays, position_grad_norms
@@ -45,7 +45,7 @@ from training.evaluation import evaluate
 from training.optimisation import build_optimizers
 from training.outputs import BEST, LAST, SNAPSHOTS, finalise, kernel_snapshot, write_history
 from training.resume import BestEpoch, EpochRecord, Resumed, ResumeState, load_resumable
-from training.widening import load_widened
+from training.widening import IncompatibleInitError, load_widened
 
 
 # -- the environment ----------------------------------------------------------------------------
@@ -131,7 +131,10 @@ def start_run(
     model = DelaySNN(model_config).to(device)
     if init_from is not None and resumed is None:
         # Fine-tuning: start from another run's weights and positions (same architecture, or wider hidden layers).
-        widened = load_widened(model, load_checkpoint(init_from).raw["state_dict"])
+        trained = load_checkpoint(init_from)
+        if list(trained.labels) != list(dataset.labels):
+            raise IncompatibleInitError(f"--init-from {init_from}: its labels {trained.labels} are not this run's {dataset.labels}")
+        widened = load_widened(model, trained.raw["state_dict"], trained.model_config)
         log(f"initialised from {init_from}" + (f" (widened: {len(widened)} tensors)" if widened else ""))
     # Before restore(): a fresh network of this configuration holds the positions the run started from.
     start_delays = initial_delays(model)
@@ -333,7 +336,7 @@ def record_epoch(run: Run, epoch: int, sigma: float, stats: EpochStats, epoch_se
     resume = ResumeState(
         optimizers=[o.state_dict() for o in run.optimizers], schedulers=[s.state_dict() for s in run.schedulers],
         history=run.history, best=run.best, next_epoch=epoch + 1, elapsed_s=elapsed, torch_rng=torch.get_rng_state(),
-        average=average_state(run.average),
+        average=run.average.state_dict() if run.average is not None else None,
     )
     # last.pt holds the training weights (what --resume continues), its resume state the average.
     save_checkpoint(run.out_dir / LAST, run.model, training=training_info, metrics=metrics, resume=resume.to_dict(), **common)
