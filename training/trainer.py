@@ -17,8 +17,6 @@ processes (``torchrun``) are the business of ``training/distributed.py``; what i
 
 from __future__ import annotations
 
-import platform
-import subprocess
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
@@ -41,34 +39,12 @@ from training.delay_diagnostics import delay_shift, initial_delays, position_gra
 from training.distributed import (
     Distributed, check_agreement, init_distributed, parameter_checksum, rank_batches, resolve_device, steps_per_epoch,
 )
+from training.environment import bf16_supported, environment_info
 from training.evaluation import evaluate
 from training.optimisation import build_optimizers
 from training.outputs import BEST, LAST, SNAPSHOTS, finalise, kernel_snapshot, write_history
 from training.resume import BestEpoch, EpochRecord, Resumed, ResumeState, load_resumable
 from training.widening import IncompatibleInitError, load_widened
-
-
-# -- the environment ----------------------------------------------------------------------------
-
-
-def environment_info() -> dict[str, str]:
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        commit = ""
-    return {"torch": str(torch.__version__), "numpy": np.__version__, "python": platform.python_version(),
-            "machine": platform.machine(), "git_commit": commit}
-
-
-def bf16_supported(device: torch.device) -> bool:
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    try:
-        from torch.backends import mkldnn
-
-        return bool(mkldnn.is_available()) and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    except (AttributeError, RuntimeError):
-        return False
 
 
 # -- a run --------------------------------------------------------------------------------------
