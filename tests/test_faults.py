@@ -105,14 +105,22 @@ def test_sigterm_under_load_finishes_in_flight_requests_refuses_new_ones_and_exi
 
 
 def upload_in_two_halves(port: int, clip: bytes) -> tuple[socket.socket, bytes]:
-    """A connection that has sent the head and half the body of a /v1/recognize upload; returns the rest."""
+    """A connection whose /v1/recognize upload the server has admitted and is reading: its head went with
+    ``Expect: 100-continue`` and the server answered ``100 Continue`` (it does once the app reads the body, so
+    the head has been parsed and admitted; a signal sent before that could find it not yet accepted), then
+    half the body was sent. Returns the connection and the rest of the body."""
     boundary = "halves"
     body = (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="c.wav"\r\n'
             f"Content-Type: audio/wav\r\n\r\n").encode() + clip + f"\r\n--{boundary}--\r\n".encode()
     head = (f"POST /v1/recognize HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {len(body)}\r\n"
-            f"Content-Type: multipart/form-data; boundary={boundary}\r\n\r\n").encode()
+            f"Content-Type: multipart/form-data; boundary={boundary}\r\nExpect: 100-continue\r\n\r\n").encode()
     connection = socket.create_connection(("127.0.0.1", port), timeout=30)
-    connection.sendall(head + body[: len(body) // 2])
+    connection.sendall(head)
+    interim = b""
+    while b"\r\n\r\n" not in interim and (chunk := connection.recv(4096)):
+        interim += chunk
+    assert interim.startswith(b"HTTP/1.1 100 "), f"the upload was not admitted: {interim[:300]!r}"
+    connection.sendall(body[: len(body) // 2])
     return connection, body[len(body) // 2 :]
 
 
