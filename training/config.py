@@ -46,11 +46,20 @@ class DataConfig:
     # Synthetic speech is most of the synthetic unknowns: without enough synthetic keywords beside them,
     # "synthetic" would predict "not a keyword".
     synthetic_keyword_fraction: float = 0.0
+    # kws10: a kws-mine file (training/hard_negatives.py): stream windows of training material that a trained
+    # network answered with a keyword, labelled _unknown_ or _silence_ by what they hold; drawn
+    # hard_negative_clips_per_epoch times an epoch in a pool of their own (with keyword_clips_per_epoch).
+    hard_negatives: str = ""
+    hard_negative_clips_per_epoch: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "held_out_words", tuple(self.held_out_words))
         if self.task not in TASKS:
             raise ValueError(f"unknown task {self.task!r}; expected one of {TASKS}")
+        if self.hard_negative_clips_per_epoch < 0:
+            raise ValueError("data.hard_negative_clips_per_epoch must be >= 0")
+        if self.hard_negative_clips_per_epoch and not self.hard_negatives:
+            raise ValueError("data.hard_negative_clips_per_epoch needs data.hard_negatives (a kws-mine file)")
 
 
 @dataclass(frozen=True)

@@ -28,10 +28,12 @@ from model.vocabulary import KWS10_KEYWORDS, KWS10_LABELS, SILENCE, UNKNOWN
 from training.augment import write_noise_files
 from training.clips import ClipSet, Dataset, DatasetMissingError, Pool, limit_per_class, read_audio
 from training.config import AugmentConfig, DataConfig
+from training.mined_windows import load as load_mined_windows
 
 BACKGROUND_NOISE = "_background_noise_"
 AUDIO_SUFFIXES = (".wav", ".flac")
 SYNTH_MANIFEST = "manifest.csv"
+HARD_NEGATIVE_PREFIX = "hard-negative/"
 
 
 def _speaker_of(file_name: str) -> str:
@@ -174,13 +176,17 @@ def load_gsc(data: DataConfig, features: FeatureConfig, seed: int = 0) -> Datase
                 near_miss_names = {f"synthetic/{r['file']}" for r in part if r["kind"] == "near_miss"}
             else:
                 extra["synthetic_calibration"] = synthetic
+    if kws10 and data.hard_negatives:
+        train = _concatenate(train, _hard_negative_clips(Path(data.hard_negatives), labels, train))
     speech_per_epoch = len(train)
     if kws10 and data.keyword_clips_per_epoch > 0:
         synthetic = np.array([n.startswith("synthetic/") for n in train.names], dtype=bool)
-        draws = (data.keyword_clips_per_epoch, data.unknown_clips_per_epoch, data.near_miss_clips_per_epoch)
+        mined = np.array([n.startswith(HARD_NEGATIVE_PREFIX) for n in train.names], dtype=bool)
+        draws = (data.keyword_clips_per_epoch, data.unknown_clips_per_epoch, data.near_miss_clips_per_epoch,
+                 data.hard_negative_clips_per_epoch)
         if data.limit_per_class is not None:  # smoke tests: an epoch as small as the clips it draws from
             draws = tuple(min(d, data.limit_per_class) for d in draws)
-        per_keyword, unknown_draws, near_miss_draws = draws
+        per_keyword, unknown_draws, near_miss_draws, mined_draws = draws
         synthetic_draws = int(round(per_keyword * data.synthetic_keyword_fraction))
         train.pools = []
         for i, word in enumerate(KWS10_KEYWORDS):
@@ -193,10 +199,11 @@ def load_gsc(data: DataConfig, features: FeatureConfig, seed: int = 0) -> Datase
         is_unknown = train.labels == unknown_index
         # with no near-miss draws the near-misses stay in the synthetic pool (theirs is then empty)
         near_miss = np.array([near_miss_draws > 0 and n in near_miss_names for n in train.names], dtype=bool)
-        train.pools += [Pool("real unknown", np.flatnonzero(is_unknown & ~synthetic),
+        train.pools += [Pool("real unknown", np.flatnonzero(is_unknown & ~synthetic & ~mined),
                              unknown_draws - synthetic_unknown),
                         Pool("synthetic unknown", np.flatnonzero(is_unknown & synthetic & ~near_miss), synthetic_unknown),
-                        Pool("synthetic near-miss", np.flatnonzero(is_unknown & near_miss), near_miss_draws)]
+                        Pool("synthetic near-miss", np.flatnonzero(is_unknown & near_miss), near_miss_draws),
+                        Pool("hard negatives", np.flatnonzero(mined), mined_draws)]
         speech_per_epoch = train.epoch_size
     if kws10 and recordings:
         train.silence_label = labels.index(SILENCE)
@@ -208,6 +215,19 @@ def load_gsc(data: DataConfig, features: FeatureConfig, seed: int = 0) -> Datase
         test = clip_set(test_items, noise_validation)
         test = _with_silence(test, data, labels, seed + 2) if kws10 else test
     return Dataset(labels, train, validation, test, features.n_mels, f"Speech Commands {data.task} from {root}", extra)
+
+
+def _hard_negative_clips(path: Path, labels: tuple[str, ...], like: ClipSet) -> ClipSet:
+    """The windows of a ``kws-mine`` file as training clips (names ``hard-negative/<i>``)."""
+    if not path.exists():
+        raise DatasetMissingError(f"hard negatives not found: {path} (make them with kws-mine CHECKPOINT --out {path})")
+    waveforms, names, _ = load_mined_windows(path)
+    unknown = [name for name in set(names) if name not in labels]
+    if unknown:
+        raise ValueError(f"{path} labels windows {unknown}, which are not labels of this task")
+    return ClipSet(labels=np.array([labels.index(name) for name in names], dtype=np.int64),
+                   names=[f"{HARD_NEGATIVE_PREFIX}{i}" for i in range(len(names))], waveforms=waveforms,
+                   feature_config=like.feature_config, noise_dir=like.noise_dir, rooms_dir=like.rooms_dir)
 
 
 def _concatenate(a: ClipSet, b: ClipSet) -> ClipSet:
