@@ -13,6 +13,9 @@ kws10 specifics:
   ``data.synthetic_keyword_fraction`` synthetic; 0 = real and synthetic clips in one pool),
   ``data.unknown_clips_per_epoch`` of ``_unknown_`` of which ``data.synthetic_unknown_fraction`` are
   synthetic, plus non-speech clips for ``_silence_``.
+* ``data.hard_negatives`` (a ``kws-mine`` file, ``training/hard_negatives.py``): stream windows a trained
+  network answered with a keyword, drawn ``data.hard_negative_clips_per_epoch`` times an epoch in a pool of
+  their own, with the labels the file gives them.
 """
 
 from __future__ import annotations
