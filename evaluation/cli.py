@@ -182,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"recall {row['recall']}, {100 * row['windows_scored_fraction']:.0f} % of windows scored, "
                   f"VAD {row['vad_ms_per_audio_second']} ms + model {row['model_ms_per_audio_second']} ms per second of audio")
             print(f"  false alarms on: {row['false_alarms_by_source']}")
+            print(f"  recall per keyword: {row['per_keyword_recall']}; by SNR (dB): {row['recall_by_snr_db']}")
     if "streaming" in results:
         curve = results["streaming"]["curve"]
         print("streaming operating curve, one common threshold (FA/h at recall): "

@@ -35,6 +35,8 @@ SOUNDS_PER_MINUTE = 2
 KEYWORDS_PER_MINUTE, DISTRACTORS_PER_MINUTE = 10, 5
 SNR_DB = (5.0, 20.0)
 RECORDING_GAIN_DB = (-25.0, 10.0)  # the whole recording: a far talker to a close, loud one
+SNR_BAND_DB = 5.0  # keyword recall is also given per band of SNR_DB this wide
+SNR_BANDS = tuple(f"{low:g}-{low + SNR_BAND_DB:g}" for low in np.arange(SNR_DB[0], SNR_DB[1], SNR_BAND_DB))
 TOLERANCE_S = 0.25
 BATCH = 64
 
@@ -45,6 +47,7 @@ class Placed:
     start: float
     end: float
     source: str = ""  # what it is: "held-out word wow", "synthetic word", "FSDD digit", "sound hum", ...
+    snr_db: float | None = None  # its level against the background noise
 
 
 @dataclass
@@ -69,10 +72,11 @@ def build_recording(items: Sequence[tuple[np.ndarray, str, str]], noise: np.ndar
         clip = clip[: max(1, slot - rate // 2)]
         begin, end = speech_extent(clip, rate)
         power = float(np.mean(clip[begin:end] ** 2)) + 1e-12
-        gain = np.sqrt(noise_power * 10 ** (rng.uniform(*SNR_DB) / 10) / power)
+        snr_db = float(rng.uniform(*SNR_DB))
+        gain = np.sqrt(noise_power * 10 ** (snr_db / 10) / power)
         offset = index * slot + int(rng.integers(max(1, slot - len(clip))))
         samples[offset : offset + len(clip)] += gain * clip
-        placed.append(Placed(label, (offset + begin) / rate, (offset + end) / rate, source))
+        placed.append(Placed(label, (offset + begin) / rate, (offset + end) / rate, source, snr_db))
     samples *= np.float32(10 ** (rng.uniform(*RECORDING_GAIN_DB) / 20))
     return Recording(np.clip(samples, -1.0, 1.0), sorted(placed, key=lambda p: p.start))
 
@@ -210,6 +214,7 @@ def match(recordings: Sequence[Recording], detections: Sequence[Sequence], keywo
     false alarms (every other detection), per keyword."""
     hits, false_alarms, placed = 0, {k: 0 for k in keywords}, 0
     found = {k: [0, 0] for k in keywords}
+    by_snr = {band: [0, 0] for band in SNR_BANDS}
     by_source: dict[str, int] = {}
     for recording, found_here in zip(recordings, detections):
         matched: set[int] = set()
@@ -229,9 +234,14 @@ def match(recordings: Sequence[Recording], detections: Sequence[Sequence], keywo
                 placed += 1
                 found[p.label][0] += i in matched
                 found[p.label][1] += 1
+                if p.snr_db is not None:
+                    band = SNR_BANDS[min(len(SNR_BANDS) - 1, int((p.snr_db - SNR_DB[0]) // SNR_BAND_DB))]
+                    by_snr[band][0] += i in matched
+                    by_snr[band][1] += 1
     return {"hits": hits, "keywords_placed": placed, "false_alarms": false_alarms,
             "false_alarms_by_source": dict(sorted(by_source.items(), key=lambda item: -item[1])),
-            "per_keyword_recall": {k: round(h / n, 3) if n else None for k, (h, n) in found.items()}}
+            "per_keyword_recall": {k: round(h / n, 3) if n else None for k, (h, n) in found.items()},
+            "recall_by_snr_db": {band: round(h / n, 3) if n else None for band, (h, n) in by_snr.items()}}
 
 
 def hours(recordings: Sequence[Recording], rate: int) -> float:
@@ -361,6 +371,7 @@ def report(model, config, scored: ScoredRecordings) -> dict:
         "false_alarms_by_source": on_negative["false_alarms_by_source"],
         "recall": recall_of(on_keyword),
         "keywords_placed": on_keyword["keywords_placed"], "per_keyword_recall": on_keyword["per_keyword_recall"],
+        "recall_by_snr_db": on_keyword["recall_by_snr_db"],
         "false_alarms_on_keyword_recordings_per_hour": round(sum(on_keyword["false_alarms"].values()) / hours(keyword, rate), 2),
         "windows_scored_fraction": round(sum(s.scored for s in everything) / max(1, windows), 4),
         "vad_ms_per_audio_second": round(1000 * sum(s.vad_seconds for s in everything) / (3600 * audio_hours), 3),

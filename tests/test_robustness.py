@@ -116,6 +116,13 @@ def test_recordings_place_every_item_apart_and_matching_counts_hits_and_false_al
     assert result["false_alarms_by_source"] == {"yes": 1, "FSDD digit": 1}  # each false alarm by what it was on
     assert result["false_alarms"] == {"yes": 1, "no": 0, "go": 1}
     assert result["per_keyword_recall"] == {"yes": 1.0, "no": 0.0, "go": None}
+    assert all(5.0 <= p.snr_db <= 20.0 for p in recording.placed)
+    no = next(p for p in recording.placed if p.label == "no")
+    bands = {"5-10": [0, 0], "10-15": [0, 0], "15-20": [0, 0]}  # recall per SNR band: the hit "yes", the missed "no"
+    for placed, hit in ((yes, 1), (no, 0)):
+        band = bands[next(b for b in bands if float(b.split("-")[0]) <= placed.snr_db < float(b.split("-")[1]))]
+        band[0], band[1] = band[0] + hit, band[1] + 1
+    assert result["recall_by_snr_db"] == {b: (h / n if n else None) for b, (h, n) in bands.items()}
     assert isinstance(recording, Recording)
 
 
