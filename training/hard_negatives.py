@@ -146,6 +146,8 @@ def mine(checkpoint_path: Path, plan: MiningPlan, data_overrides: dict | None = 
 
     checkpoint = load_checkpoint(checkpoint_path)
     data = replace(ExperimentConfig.from_dict(checkpoint.training["config"]).data, **(data_overrides or {}))
+    if data.task != "kws10":
+        raise ValueError(f"{checkpoint_path} is a {data.task} network: kws-mine mines for kws10 (keywords against the rest)")
     features = checkpoint.feature_config
     rate, window = features.sample_rate, features.clip_samples
     real, synthetic, noises = training_material(data, rate)
@@ -222,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         mined = mine(args.checkpoint, MiningPlan(args.minutes, args.count, args.seed, args.synthetic_fraction),
                      overrides, progress=not args.no_progress and sys.stderr.isatty())
-    except (FileNotFoundError, TypeError) as error:  # TypeError: a --set key the data config does not have
+    except (FileNotFoundError, TypeError, ValueError) as error:  # TypeError: a --set key the data config lacks
         print(f"kws-mine: {error}", file=sys.stderr)
         return 2
     save(args.out, mined)
