@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import json
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -173,15 +174,13 @@ def mine(checkpoint_path: Path, plan: MiningPlan, data_overrides: dict | None = 
                   for score, first, label, source in hits]
     found.sort(key=lambda item: -item[0])
     kept = found[: plan.count]
-    sources: dict[str, int] = {}
-    for _, _, _, source in kept:
-        kind = source.rsplit(" ", 1)[0] if source.startswith(REAL_SOURCE) else source  # one GSC word is too fine
-        sources[kind] = sources.get(kind, 0) + 1
+    # by kind of source: one GSC word is too fine a kind
+    sources = Counter(REAL_SOURCE if source.startswith(REAL_SOURCE) else source for _, _, _, source in kept)
     report = {"checkpoint": str(checkpoint_path), "model": checkpoint.name,
               "plan": asdict(plan), "windows_scored": scored, "answered_with_a_keyword": answered,
               "answered_per_hour": round(answered / (plan.minutes / 60), 1), "kept": len(kept),
               "kept_labels": {label: sum(item[2] == label for item in kept) for label in (UNKNOWN, SILENCE)},
-              "kept_by_source": dict(sorted(sources.items(), key=lambda item: -item[1])),
+              "kept_by_source": dict(sources.most_common()),
               "lowest_kept_score": round(kept[-1][0], 4) if kept else None}
     return {"waveforms": np.stack([item[1] for item in kept]) if kept else np.zeros((0, window), np.float32),
             "labels": [item[2] for item in kept], "sources": [item[3] for item in kept],

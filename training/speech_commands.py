@@ -224,12 +224,12 @@ def _hard_negative_clips(path: Path, labels: tuple[str, ...], like: ClipSet) -> 
     """The windows of a ``kws-mine`` file as training clips (names ``hard-negative/<i>``)."""
     if not path.exists():
         raise DatasetMissingError(f"hard negatives not found: {path} (make them with kws-mine CHECKPOINT --out {path})")
-    waveforms, names, _ = load_mined_windows(path)
-    unknown = [name for name in set(names) if name not in labels]
-    if unknown:
-        raise ValueError(f"{path} labels windows {unknown}, which are not labels of this task")
-    return ClipSet(labels=np.array([labels.index(name) for name in names], dtype=np.int64),
-                   names=[f"{HARD_NEGATIVE_PREFIX}{i}" for i in range(len(names))], waveforms=waveforms,
+    waveforms, window_labels, _ = load_mined_windows(path)
+    foreign = sorted(set(window_labels) - set(labels))
+    if foreign:
+        raise ValueError(f"{path} labels windows {foreign}, which are not labels of this task")
+    return ClipSet(labels=np.array([labels.index(label) for label in window_labels], dtype=np.int64),
+                   names=[f"{HARD_NEGATIVE_PREFIX}{i}" for i in range(len(window_labels))], waveforms=waveforms,
                    feature_config=like.feature_config, noise_dir=like.noise_dir, rooms_dir=like.rooms_dir)
 
 
