@@ -30,8 +30,8 @@ def streaming_results(model, data, minutes: int, seed: int) -> dict:
     defaults), and what each of the two does: the other VAD setting, and one common threshold instead."""
     from dataclasses import replace
 
-    from evaluation.streaming import (build_recordings, false_alarms_at_recall, keyword_minutes_for, operating_curve, report,
-                                      score_recordings, stream_config)
+    from evaluation.stream_recordings import build_recordings, keyword_minutes_for
+    from evaluation.streaming import false_alarms_at_recall, operating_curve, report, score_recordings, stream_config
 
     from service.settings import Settings
 

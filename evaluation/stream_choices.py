@@ -27,8 +27,9 @@ def main(argv: list[str] | None = None) -> int:
     from threadpoolctl import threadpool_limits
 
     from evaluation.cli import _data
-    from evaluation.streaming import (build_recordings, hours, keyword_minutes_for, matched, operating_curve, recall_of,
-                                      score_recordings, stream_config, tune_thresholds)
+    from evaluation.stream_recordings import build_recordings, keyword_minutes_for
+    from evaluation.streaming import (hours, matched, operating_curve, recall_of, score_recordings, stream_config,
+                                      tune_thresholds)
     from service.inference import KeywordModel
 
     data = _data(args.config, None)

@@ -96,7 +96,8 @@ def test_missing_model_is_a_clear_error(tmp_path, capsys):
 def test_recordings_place_every_item_apart_and_matching_counts_hits_and_false_alarms():
     from service.detector import Detection
 
-    from evaluation.streaming import Recording, build_recording, match
+    from evaluation.stream_recordings import Recording, build_recording
+    from evaluation.streaming import match
 
     rate = 16000
     rng = np.random.default_rng(0)
