@@ -94,7 +94,8 @@ def inputs_for(checkpoint: LoadedCheckpoint, batch: int, data_root: Path | None)
         from training.config import DataConfig
         from training.datasets import load_dataset
 
-        clips = load_dataset(DataConfig(task="kws10", root=str(data_root), limit_per_class=8), checkpoint.feature_config).validation
+        clips = load_dataset(DataConfig(task="kws10", root=str(data_root), limit_per_class=8), checkpoint.feature_config,
+                             training=False).validation
         return clips.batch_inputs(np.arange(batch) % len(clips))
     rng = np.random.default_rng(0)
     return (rng.standard_normal((batch, checkpoint.model_config.input_size, steps)) * 2 - 6).astype(np.float32)

@@ -141,7 +141,7 @@ def calibrate_network(checkpoint, uncalibrated, target: float) -> dict:
     from training.datasets import load_dataset
 
     config = ExperimentConfig.from_dict(checkpoint.training["config"])
-    dataset = load_dataset(config.data, config.features, seed=config.train.seed)
+    dataset = load_dataset(config.data, config.features, seed=config.train.seed, training=False)
     features, targets, sets = calibration_inputs(dataset, config.augment, seed=config.train.seed)
     session = onnxruntime.InferenceSession(uncalibrated.SerializeToString(), providers=["CPUExecutionProvider"])
     raw = np.concatenate([session.run(["scores"], {"features": features[i : i + 128]})[0]

@@ -124,7 +124,7 @@ def parity(checkpoint_path: Path, onnx_path: Path, data_root: Path | None, batch
     data = replace(config.data, test_fraction=0.0)  # every validation speaker
     if data_root is not None:
         data = replace(data, root=str(data_root))
-    clips = load_dataset(data, config.features, seed=config.train.seed).validation
+    clips = load_dataset(data, config.features, seed=config.train.seed, training=False).validation
     session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     reference_session = onnxruntime.InferenceSession(str(against), providers=["CPUExecutionProvider"]) if against else None
 

@@ -51,6 +51,11 @@ PCEN_GAIN = 0.98
 PCEN_BIAS = 2.0
 PCEN_POWER = 0.5
 PCEN_EPS = 1e-6
+# Vocal tract length perturbation (training only, AugmentConfig.vtlp_*): the warp is linear up to this
+# frequency (times min(factor, 1) / factor), Jaitly & Hinton's 4.8 kHz; factors are rounded to a step so that
+# a few dozen filterbanks, cached, serve every clip.
+VTLP_BOUNDARY_HZ = 4_800.0
+VTLP_FACTOR_STEP = 0.005
 PCEN_INPUT_SCALE = 2.0**31  # librosa's advice for float audio in [-1, 1]: scale to the int32 range first
 
 
@@ -117,9 +122,25 @@ _MEL_BREAK = _MEL_BREAK_HZ / _MEL_LINEAR_STEP
 _MEL_LOG_STEP = np.log(6.4) / 27.0
 
 
-def mel_filterbank(config: FeatureConfig) -> np.ndarray:
-    """``(n_mels, 1 + n_fft // 2)`` triangular filters with Slaney area normalisation (``librosa.filters.mel``)."""
+def vtlp_warp(frequencies: np.ndarray, factor: float, nyquist: float) -> np.ndarray:
+    """Vocal tract length perturbation's frequency warp (Jaitly & Hinton 2013): ``f -> factor * f`` up to a
+    boundary, then the straight line that keeps the Nyquist frequency in place, so no band leaves the spectrum."""
+    frequencies = np.asarray(frequencies, dtype=np.float64)
+    boundary = VTLP_BOUNDARY_HZ * min(factor, 1.0) / factor
+    upper = nyquist - (nyquist - VTLP_BOUNDARY_HZ * min(factor, 1.0)) / (nyquist - boundary) * (nyquist - frequencies)
+    return np.where(frequencies <= boundary, factor * frequencies, upper)
+
+
+def mel_filterbank(config: FeatureConfig, vtlp_factor: float = 1.0) -> np.ndarray:
+    """``(n_mels, 1 + n_fft // 2)`` triangular filters with Slaney area normalisation (``librosa.filters.mel``).
+
+    ``vtlp_factor`` != 1 (training augmentation only) evaluates the filters at :func:`vtlp_warp` of the FFT
+    frequencies: what the spectrum holds at ``f`` is read as if it were at ``factor * f``, as from a speaker
+    whose formants all sit ``factor`` times higher (a shorter vocal tract).
+    """
     fft_frequencies = np.linspace(0, config.sample_rate / 2, 1 + config.n_fft // 2)
+    if vtlp_factor != 1.0:
+        fft_frequencies = vtlp_warp(fft_frequencies, vtlp_factor, config.sample_rate / 2)
     edges = _mel_to_hz(np.linspace(_hz_to_mel(np.array([config.f_min]))[0], _hz_to_mel(np.array([config.f_max]))[0],
                                    config.n_mels + 2))
     widths = np.diff(edges)
@@ -144,6 +165,11 @@ def _analysis_tables(config: FeatureConfig) -> tuple[np.ndarray, np.ndarray]:
     return analysis_window(config), mel_filterbank(config)
 
 
+@functools.lru_cache(maxsize=256)
+def _warped_filterbank(config: FeatureConfig, vtlp_factor: float) -> np.ndarray:
+    return mel_filterbank(config, vtlp_factor)
+
+
 def fit_to_clip(waveform: np.ndarray, config: FeatureConfig, offset: int | None = None) -> np.ndarray:
     """Crop or zero-pad a mono waveform to exactly one clip.
 
@@ -164,11 +190,13 @@ def fit_to_clip(waveform: np.ndarray, config: FeatureConfig, offset: int | None 
     return waveform
 
 
-def log_mel(waveforms: np.ndarray, config: FeatureConfig) -> np.ndarray:
+def log_mel(waveforms: np.ndarray, config: FeatureConfig, vtlp_factors: np.ndarray | None = None) -> np.ndarray:
     """The network's input: the log-mel power spectrogram, level-normalised as ``config.normalization`` says.
 
     Args:
         waveforms: ``(samples,)`` or ``(batch, samples)`` float audio at ``config.sample_rate``.
+        vtlp_factors: training augmentation only: ``(batch,)`` warp factors, one per clip, for
+            :func:`mel_filterbank` (rounded to ``VTLP_FACTOR_STEP``); ``None`` (serving, export) is factor 1.
     Returns:
         float32 ``(n_mels, frames)`` or ``(batch, n_mels, frames)``: ``log(mel_power + log_floor)``, minus its
         per-channel mean over the frames for ``channel_mean``; ``pcen`` returns :func:`pcen` of the mel power.
@@ -184,7 +212,17 @@ def log_mel(waveforms: np.ndarray, config: FeatureConfig) -> np.ndarray:
     frames = np.lib.stride_tricks.sliding_window_view(padded, config.n_fft, axis=1)[:, :: config.hop_length]
     spectrum = rfft(frames * window, n=config.n_fft, axis=-1)
     power = spectrum.real.astype(np.float32) ** 2 + spectrum.imag.astype(np.float32) ** 2
-    mel = np.matmul(power, mel_basis.T).transpose(0, 2, 1)
+    if vtlp_factors is None:
+        mel = np.matmul(power, mel_basis.T).transpose(0, 2, 1)
+    else:
+        factors = np.round(np.asarray(vtlp_factors, np.float64).reshape(-1) / VTLP_FACTOR_STEP) * VTLP_FACTOR_STEP
+        if len(factors) != len(batch):
+            raise ValueError(f"{len(factors)} vtlp_factors for {len(batch)} waveforms")
+        mel = np.empty((len(batch), config.n_mels, power.shape[1]), np.float32)
+        for factor in np.unique(factors):
+            rows = factors == factor
+            basis = mel_basis if factor == 1.0 else _warped_filterbank(config, float(factor))
+            mel[rows] = np.matmul(power[rows], basis.T).transpose(0, 2, 1)
     if config.normalization == "pcen":
         features = pcen(mel, config)
     else:

@@ -1,4 +1,5 @@
 import csv
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -143,8 +144,50 @@ def test_kws10_holds_out_words_mixes_synthetic_speech_and_balances_epochs(tmp_pa
     synthetic_unknown = [i for i in order if i < len(dataset.train) and dataset.train.names[i].startswith("synthetic/")
                          and dataset.train.labels[i] == KWS10_LABELS.index(UNKNOWN)]
     assert len(synthetic_unknown) == 3
-    inputs = dataset.train.batch_inputs(order, rng, AugmentConfig(gain_db_min=-40, gain_db_max=30, speed_probability=1.0))
+    inputs = dataset.train.batch_inputs(order, rng, AugmentConfig(gain_db_min=-40, gain_db_max=30, speed_probability=1.0,
+                                                                  vtlp_probability=1.0))
     assert inputs.shape == (len(order), 40, 101) and np.isfinite(inputs).all()
+
+
+def test_evaluation_loads_leave_the_training_split_unread(tmp_path):
+    root = write_mini_gsc(tmp_path)
+    data = DataConfig(task="kws10", root=str(root / "gsc"), synth_root=str(root / "synth"), test_fraction=0.5,
+                      hard_negatives=str(tmp_path / "not-made.npz"), hard_negative_clips_per_epoch=10)
+    with pytest.raises(DatasetMissingError, match="kws-mine"):
+        load_dataset(data, FeatureConfig())  # training needs the mined file ...
+    evaluation = load_dataset(data, FeatureConfig(), training=False)  # ... export and evaluation do not
+    full = load_dataset(replace(data, hard_negatives="", hard_negative_clips_per_epoch=0), FeatureConfig())
+    assert len(evaluation.train) == 0 and evaluation.train.waveforms.shape[0] == 0 and len(full.train) > 0
+    assert (evaluation.test is None) == (full.test is None)
+    parts = [p for p in ("validation", "test") if getattr(full, p) is not None]
+    assert sum(len(getattr(full, p)) for p in parts) > 0
+    for part in parts:
+        ours, theirs = getattr(evaluation, part), getattr(full, part)
+        assert ours.names == theirs.names
+        np.testing.assert_array_equal(ours.labels, theirs.labels)
+        np.testing.assert_array_equal(ours.waveforms, theirs.waveforms)  # the fixed non-speech clips too
+    assert evaluation.extra["synthetic_calibration"].names == full.extra["synthetic_calibration"].names
+
+def test_vtlp_warps_the_speech_clips_of_a_training_batch_and_nothing_else():
+    from model.features import FeatureConfig, log_mel
+    from training.clips import ClipSet
+
+    features = FeatureConfig(normalization="channel_mean")
+    t = np.arange(features.clip_samples) / features.sample_rate
+    speech = np.stack([0.1 * np.sin(2 * np.pi * f * t) for f in (700.0, 1500.0)]).astype(np.float32)
+    clips = ClipSet(labels=np.array([0, 1]), names=["a", "b"], waveforms=speech, feature_config=features,
+                    silence_label=9, silence_per_epoch=1)
+    quiet = dict(time_shift_s=0.0, noise_probability=0.0, gain_db=0.0, freq_masks=0, time_masks=0,
+                 digital_silence_probability=1.0)  # only the warp changes a clip; non-speech is digital silence
+    warped = clips.batch_inputs(np.array([0, 1, 2]), np.random.default_rng(0),
+                                AugmentConfig(vtlp_probability=1.0, vtlp_min=1.1, vtlp_max=1.1, **quiet))
+    np.testing.assert_allclose(warped[:2], log_mel(speech, features, vtlp_factors=np.full(2, 1.1)), atol=1e-5)
+    assert np.abs(warped[:2] - log_mel(speech, features)).max() > 1.0
+    np.testing.assert_allclose(warped[2], log_mel(np.zeros_like(speech[0]), features), atol=1e-5)
+    plain = clips.batch_inputs(np.array([0, 1]), np.random.default_rng(0), AugmentConfig(**quiet))
+    np.testing.assert_allclose(plain, log_mel(speech, features), atol=1e-5)
+    assert clips.batch_inputs(np.array([0, 1])).shape == (2, 40, 101)  # evaluation: never warped
+    np.testing.assert_allclose(clips.batch_inputs(np.array([0, 1])), log_mel(speech, features), atol=1e-5)
 
 
 def test_non_speech_clips_span_the_configured_levels_and_the_run_is_reproducible(tmp_path):

@@ -124,3 +124,36 @@ def test_channel_mean_removes_gain_and_a_fixed_microphone_response():
 def test_unknown_normalization_is_refused():
     with pytest.raises(ValueError, match="normalization"):
         FeatureConfig(normalization="cmvn")
+
+
+def _tone_channel(config: FeatureConfig, frequency: float, vtlp_factor: float = 1.0) -> int:
+    t = np.arange(config.clip_samples) / config.sample_rate
+    tone = (0.1 * np.sin(2 * np.pi * frequency * t)).astype(np.float32)
+    return int(log_mel(tone[None], config, vtlp_factors=np.array([vtlp_factor]))[0].mean(axis=1).argmax())
+
+
+@pytest.mark.parametrize("factor", [0.9, 1.1])
+def test_vtlp_moves_a_formant_by_its_factor(factor):
+    config = FeatureConfig()
+    for frequency in (1000.0, 2000.0, 3500.0):  # below the warp's boundary: f is read as factor * f
+        assert _tone_channel(config, frequency, factor) == _tone_channel(config, factor * frequency)
+        assert _tone_channel(config, frequency, factor) != _tone_channel(config, frequency)
+
+
+def test_vtlp_warp_keeps_the_band_and_factor_one_is_the_plain_front_end():
+    from model.features import vtlp_warp
+
+    frequencies = np.linspace(0, 8000, 257)
+    for factor in (0.9, 1.1):
+        warped = vtlp_warp(frequencies, factor, 8000.0)
+        assert warped[0] == 0 and warped[-1] == pytest.approx(8000.0)  # nothing leaves the spectrum
+        assert np.all(np.diff(warped) > 0)  # monotone: no band folds over another
+    config = FeatureConfig(normalization="channel_mean")
+    batch = np.random.default_rng(5).standard_normal((3, config.clip_samples)).astype(np.float32)
+    same = dict(rtol=1e-5, atol=1e-5)  # the same sums, grouped otherwise by the BLAS
+    np.testing.assert_allclose(log_mel(batch, config, vtlp_factors=np.ones(3)), log_mel(batch, config), **same)
+    mixed = log_mel(batch, config, vtlp_factors=np.array([1.0, 1.1, 0.9]))
+    np.testing.assert_allclose(mixed[0], log_mel(batch[0], config), **same)  # each row its own factor
+    assert np.abs(mixed[1] - log_mel(batch[1], config)).mean() > 0.01
+    with pytest.raises(ValueError, match="vtlp_factors"):
+        log_mel(batch, config, vtlp_factors=np.ones(2))

@@ -43,6 +43,9 @@ def test_overrides_are_typed_and_unknown_keys_are_rejected(tmp_path):
     assert config.train.epochs == 2 and config.model.hidden_sizes == (8, 8)
     with pytest.raises(ValueError, match="unknown keys in \\[train\\]"):
         load_config(None, ["train.epochz=2"])
+    assert load_config(None, ["augment.vtlp_probability=0.5"]).augment.vtlp_probability == 0.5
+    with pytest.raises(ValueError, match="vtlp_min and vtlp_max"):
+        load_config(None, ["augment.vtlp_min=1.2", "augment.vtlp_max=1.1"])
     assert ExperimentConfig.from_dict(config.to_dict()) == config
 
 

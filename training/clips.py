@@ -105,7 +105,8 @@ class ClipSet:
         training = rng is not None and augment is not None and augment.enabled
         augmenter = self.augmenter(augment if augment is not None else AugmentConfig()) if rng is not None else None
         clips = []
-        for index in indices:
+        vtlp = np.ones(len(indices)) if training and augment.vtlp_probability > 0 else None
+        for position, index in enumerate(indices):
             if index >= len(self):
                 assert augmenter is not None and rng is not None, "non-speech clips are drawn only in training"
                 clip = augmenter.nonspeech(self.waveforms.shape[1], rng)
@@ -113,8 +114,10 @@ class ClipSet:
                 clip = self.waveforms[index]
                 if training:
                     clip = augmenter.speech(clip, rng, cuttable=self.cut_label is not None and self.labels[index] == self.cut_label)
+                    if vtlp is not None and rng.random() < augment.vtlp_probability:
+                        vtlp[position] = rng.uniform(augment.vtlp_min, augment.vtlp_max)
             clips.append(clip)
-        features = log_mel(np.stack(clips), self.feature_config)
+        features = log_mel(np.stack(clips), self.feature_config, vtlp_factors=vtlp)
         if training:
             features = np.stack([augment_spectrogram(f, augment, rng) for f in features])
         return features

@@ -81,6 +81,11 @@ class AugmentConfig:
     speed_probability: float = 0.0  # speed perturbation (resampling) of speech clips
     speed_min: float = 0.9
     speed_max: float = 1.1
+    # Vocal tract length perturbation of speech clips: the mel filters read the spectrum warped by a factor
+    # drawn in [vtlp_min, vtlp_max] (model.features.vtlp_warp), formants moved without changing the tempo.
+    vtlp_probability: float = 0.0
+    vtlp_min: float = 0.9
+    vtlp_max: float = 1.1
     reverb_probability: float = 0.0  # a room impulse response from the kws-synth bank (data.synth_root/rooms)
     eq_probability: float = 0.0  # a random seven-band EQ of +-eq_gain_db
     eq_gain_db: float = 6.0
@@ -95,6 +100,10 @@ class AugmentConfig:
     freq_mask_width: int = 5
     time_masks: int = 1
     time_mask_width: int = 8
+
+    def __post_init__(self) -> None:
+        if not 0 < self.vtlp_min <= self.vtlp_max:
+            raise ValueError(f"augment.vtlp_min and vtlp_max need 0 < min <= max, got {self.vtlp_min}, {self.vtlp_max}")
 
 
 @dataclass(frozen=True)

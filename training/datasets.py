@@ -118,9 +118,11 @@ def load_spikes(data: DataConfig, seed: int = 0) -> Dataset:
                    clip_set(test_frames, test_labels, "test"), train_frames.shape[1], f"{prefix.upper()} from {root}")
 
 
-def load_dataset(data: DataConfig, features: FeatureConfig, seed: int = 0) -> Dataset:
+def load_dataset(data: DataConfig, features: FeatureConfig, seed: int = 0, training: bool = True) -> Dataset:
+    """The task's splits. ``training=False``: the validation and test splits only (Speech Commands leaves the
+    training split empty and reads none of its files; the small FSDD and spike sets load whole)."""
     if data.task in ("kws10", "gsc35"):
-        return load_gsc(data, features, seed)
+        return load_gsc(data, features, seed, training)
     if data.task == "fsdd":
         return load_fsdd(data, features, seed)
     return load_spikes(data, seed)

@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         data = replace(data, **{keys[1]: value})
     torch.set_num_threads(config.train.threads)
-    dataset = load_dataset(data, checkpoint.feature_config, seed=config.train.seed)
+    dataset = load_dataset(data, checkpoint.feature_config, seed=config.train.seed, training=False)
     clips = dataset.validation if args.split == "validation" else dataset.test
     if clips is None:
         print(f"kws-evaluate: the {args.split} split is empty for this data config", file=sys.stderr)

@@ -110,7 +110,9 @@ def _waveforms(paths: list[Path], features: FeatureConfig) -> np.ndarray:
     return np.stack(clips) if clips else np.zeros((0, features.clip_samples), np.float32)
 
 
-def load_gsc(data: DataConfig, features: FeatureConfig, seed: int = 0) -> Dataset:
+def load_gsc(data: DataConfig, features: FeatureConfig, seed: int = 0, training: bool = True) -> Dataset:
+    """The splits of ``data``; ``training=False`` leaves the training split empty (nothing of it is read, the
+    synthetic corpus's training part and the hard negatives neither) for export and evaluation."""
     root = Path(data.root)
     if not root.is_dir():
         raise DatasetMissingError(f"Speech Commands folder not found: {root}")
@@ -159,12 +161,12 @@ def load_gsc(data: DataConfig, features: FeatureConfig, seed: int = 0) -> Datase
                        noise_dir=noise_dir, rooms_dir=rooms)
 
     extra: dict[str, ClipSet] = {}
-    train = clip_set(train_items, noise_train)
+    train = clip_set(train_items if training else [], noise_train)
     near_miss_names: set[str] = set()
     if kws10 and data.synth_root:
         synth_root = Path(data.synth_root)
         rows = [r for r in read_synthetic_manifest(synth_root) if r["text"] not in held_out]
-        for split in ("train", "validation"):
+        for split in ("train", "validation") if training else ("validation",):
             part = [r for r in rows if r["split"] == split and not (split == "validation" and is_evaluation_clip(r))]
             if data.limit_per_class is not None:
                 part = part[: data.limit_per_class]
@@ -179,10 +181,10 @@ def load_gsc(data: DataConfig, features: FeatureConfig, seed: int = 0) -> Datase
                 near_miss_names = {f"synthetic/{r['file']}" for r in part if r["kind"] == "near_miss"}
             else:
                 extra["synthetic_calibration"] = synthetic
-    if kws10 and data.hard_negatives:
+    if kws10 and data.hard_negatives and training:
         train = _concatenate(train, _hard_negative_clips(Path(data.hard_negatives), labels, train))
     speech_per_epoch = len(train)
-    if kws10 and data.keyword_clips_per_epoch > 0:
+    if kws10 and data.keyword_clips_per_epoch > 0 and training:
         synthetic = np.array([n.startswith("synthetic/") for n in train.names], dtype=bool)
         mined = np.array([n.startswith(HARD_NEGATIVE_PREFIX) for n in train.names], dtype=bool)
         draws = (data.keyword_clips_per_epoch, data.unknown_clips_per_epoch, data.near_miss_clips_per_epoch,
