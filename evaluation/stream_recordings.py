@@ -18,12 +18,13 @@ import numpy as np
 
 from evaluation.sounds import SOUNDS
 from evaluation.suite import Data, held_out_noise, read_audio
-from model.speech import speech_extent
+from model.speech import gain_for_snr, noise_bed, speech_extent
 
 NEGATIVE_WORDS_PER_MINUTE = 12
 SOUNDS_PER_MINUTE = 2
 KEYWORDS_PER_MINUTE, DISTRACTORS_PER_MINUTE = 10, 5
 SNR_DB = (5.0, 20.0)
+NOISE_RMS = (0.003, 0.03)  # the noise bed, before the recording's gain
 RECORDING_GAIN_DB = (-25.0, 10.0)  # the whole recording: a far talker to a close, loud one
 
 
@@ -47,9 +48,7 @@ def build_recording(items: Sequence[tuple[np.ndarray, str, str]], noise: np.ndar
     """``items`` (clip, keyword or "", what it is) at random, non-overlapping times over ``noise``; a random
     SNR each."""
     length = int(seconds * rate)
-    start = int(rng.integers(len(noise)))
-    background = np.resize(np.roll(noise, -start), length).astype(np.float32)
-    background *= rng.uniform(0.003, 0.03) / (np.sqrt(np.mean(background**2)) + 1e-12)
+    background = noise_bed(noise, length, NOISE_RMS, rng)
     noise_power = float(np.mean(background**2))
     samples, placed = background.copy(), []
     slot = length // max(1, len(items))  # one item per slot, at a random place inside it
@@ -57,9 +56,8 @@ def build_recording(items: Sequence[tuple[np.ndarray, str, str]], noise: np.ndar
         clip, label, source = items[item]
         clip = clip[: max(1, slot - rate // 2)]
         begin, end = speech_extent(clip, rate)
-        power = float(np.mean(clip[begin:end] ** 2)) + 1e-12
         snr_db = float(rng.uniform(*SNR_DB))
-        gain = np.sqrt(noise_power * 10 ** (snr_db / 10) / power)
+        gain = gain_for_snr(clip[begin:end], noise_power, snr_db)
         offset = index * slot + int(rng.integers(max(1, slot - len(clip))))
         samples[offset : offset + len(clip)] += gain * clip
         placed.append(Placed(label, (offset + begin) / rate, (offset + end) / rate, source, snr_db))

@@ -49,6 +49,21 @@ def run_smoother(sequence: list[np.ndarray], hop: float = 0.1, smoothing: int = 
     return [e for e in [*events, smoother.finish()] if e is not None]
 
 
+def test_a_word_laid_over_a_noise_bed_sits_at_the_snr_asked_for():
+    from model.speech import gain_for_snr, noise_bed
+
+    rng = np.random.default_rng(3)
+    noise = rng.standard_normal(16_000).astype(np.float32)
+    bed = noise_bed(noise, 40_000, (0.003, 0.03), rng)  # longer than the noise: repeated
+    assert len(bed) == 40_000 and bed.dtype == np.float32
+    assert 0.003 <= np.sqrt(np.mean(bed**2)) <= 0.03
+    word = tone(0.4)[:, 0]
+    noise_power = float(np.mean(bed**2))
+    for snr_db in (0.0, 7.5, 20.0):
+        laid = gain_for_snr(word, noise_power, snr_db) * word
+        assert 10 * np.log10(np.mean(laid**2) / noise_power) == pytest.approx(snr_db, abs=1e-6)
+
+
 def test_smoother_gives_one_event_per_utterance_placed_on_the_peak_window():
     quiet, rising, peak = scores_with(_silence_=0.3), scores_with(left=0.22), scores_with(left=0.35)
     sequence = [quiet] * 5 + [rising, peak, rising, rising] + [quiet] * 6

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from model.speech import speech_extent
+from model.speech import gain_for_snr, noise_bed, speech_extent
 from model.vocabulary import KWS10_KEYWORDS, SILENCE, UNKNOWN
 from training.clips import read_audio
 from training.mined_windows import save
@@ -79,8 +79,7 @@ def build_stream(words: list[tuple[np.ndarray, str]], noise: np.ndarray, seconds
                  rng: np.random.Generator) -> Stream:
     """``words`` one after another over ``noise``, each trimmed to its speech and at a random SNR."""
     length = int(seconds * rate)
-    background = np.resize(np.roll(noise, -int(rng.integers(len(noise)))), length).astype(np.float32)
-    background *= rng.uniform(*NOISE_RMS) / (np.sqrt(np.mean(background**2)) + 1e-12)
+    background = noise_bed(noise, length, NOISE_RMS, rng)
     noise_power = float(np.mean(background**2))
     samples, placed = background.copy(), []
     cursor = int(rng.uniform(*GAP_S) * rate)
@@ -89,7 +88,7 @@ def build_stream(words: list[tuple[np.ndarray, str]], noise: np.ndarray, seconds
         speech = clip[begin:end]
         if cursor + len(speech) > length:
             break
-        gain = np.sqrt(noise_power * 10 ** (rng.uniform(*SNR_DB) / 10) / (float(np.mean(speech**2)) + 1e-12))
+        gain = gain_for_snr(speech, noise_power, rng.uniform(*SNR_DB))
         samples[cursor : cursor + len(speech)] += gain * speech
         placed.append((cursor / rate, (cursor + len(speech)) / rate, source))
         cursor += len(speech) + int(rng.uniform(*GAP_S) * rate)
