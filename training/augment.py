@@ -47,16 +47,6 @@ def time_shift(clip: np.ndarray, shift: int) -> np.ndarray:
     return shifted
 
 
-def random_noise_slice(noise: list[np.ndarray], length: int, rng: np.random.Generator) -> np.ndarray:
-    """A random ``length``-sample slice of a random recording (zeros if there is none)."""
-    usable = [n for n in noise if len(n) >= length]
-    if not usable:
-        return np.zeros(length, dtype=np.float32)
-    recording = usable[rng.integers(len(usable))]
-    start = rng.integers(0, len(recording) - length + 1)
-    return recording[start : start + length].astype(np.float32)
-
-
 def coloured_noise(length: int, decay_db_per_octave: float, rng: np.random.Generator) -> np.ndarray:
     """Gaussian noise whose power falls by ``decay`` dB per octave, at unit RMS."""
     spectrum = np.fft.rfft(rng.standard_normal(length))

@@ -133,6 +133,7 @@ def load_gsc(data: DataConfig, features: FeatureConfig, seed: int = 0, training:
         return [(f, label_of.get(w, unknown_index)) for f, w in items]  # type: ignore[misc]
 
     rng = np.random.default_rng(seed)
+    # drawn even when the training split is not loaded: the same generator then limits validation and test
     train_items = limit_per_class(labelled(splits["training"]), data.limit_per_class, rng)
     validation_items = labelled(splits["validation"])
     test_items = labelled(splits["testing"])

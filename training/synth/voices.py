@@ -23,9 +23,9 @@ ESPEAK_VOICES = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-029", "en
 ESPEAK_VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f5", "klatt", "klatt2",
                    "klatt3", "croak", "whisper")
 FLITE_VOICES = ("kal", "kal16", "awb", "rms", "slt")
-FESTIVAL_VOICES = ("kal_diphone", "ked_diphone", "cmu_us_slt_arctic_hts")
 FESTIVAL_VOICE_PACKAGES = {"kal_diphone": "festvox-kallpc16k", "ked_diphone": "festvox-kdlpc16k",
-                           "cmu_us_slt_arctic_hts": "festvox-us-slt-hts"}  # Debian
+                           "cmu_us_slt_arctic_hts": "festvox-us-slt-hts"}  # each voice's Debian package
+FESTIVAL_VOICES = tuple(FESTIVAL_VOICE_PACKAGES)
 FESTIVAL_VOICE_ROOT = Path("/usr/share/festival/voices")
 ENGINE_WEIGHTS = {"piper": 0.3, "espeak": 0.3, "flite": 0.2, "festival": 0.2}
 SYNTH_TIMEOUT_S = 60
